@@ -1,0 +1,109 @@
+"""Named model architectures. Every model takes float32 (28, 28) images in [0, 1], white ink on
+black (see `digitflow.preprocess`), and outputs 10 softmax probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+from keras import layers
+
+INPUT_SHAPE = (28, 28)
+# Keras' default 0.99 leaves BatchNorm's moving statistics near their initial values after
+# the few hundred steps of a short run; 0.9 tracks the data within ~50 steps.
+BN_MOMENTUM = 0.9
+
+
+def softmax() -> keras.Model:
+    """Seed 002: multinomial logistic regression."""
+    return keras.Sequential(
+        [keras.Input(INPUT_SHAPE), layers.Flatten(), layers.Dense(10, activation="softmax")],
+        name="softmax",
+    )
+
+
+def mlp() -> keras.Model:
+    """Seed 000: two hidden layers of 128."""
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            layers.Flatten(),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(10, activation="softmax"),
+        ],
+        name="mlp",
+    )
+
+
+def mlp512() -> keras.Model:
+    """Seed 001: one hidden layer of 512 with dropout 0.2."""
+    return keras.Sequential(
+        [
+            keras.Input(INPUT_SHAPE),
+            layers.Flatten(),
+            layers.Dense(512, activation="relu"),
+            layers.Dropout(0.2),
+            layers.Dense(10, activation="softmax"),
+        ],
+        name="mlp512",
+    )
+
+
+def augmentation() -> keras.Sequential:
+    """Small rotations, shifts and zoom, as real scans vary; active only while training."""
+    return keras.Sequential(
+        [
+            layers.RandomRotation(10 / 360, fill_mode="constant"),
+            layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
+            layers.RandomZoom(0.1, fill_mode="constant"),
+        ],
+        name="augmentation",
+    )
+
+
+def _conv_block(x, filters: int):
+    for _ in range(2):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+        x = layers.ReLU()(x)
+    return layers.MaxPooling2D()(x)
+
+
+def cnn() -> keras.Model:
+    """Default: two conv-BatchNorm blocks, augmentation built in, dropout before the classifier."""
+    inputs = keras.Input(INPUT_SHAPE)
+    x = layers.Reshape((*INPUT_SHAPE, 1))(inputs)
+    x = augmentation()(x)
+    x = _conv_block(x, 32)
+    x = _conv_block(x, 64)
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, use_bias=False)(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+    x = layers.ReLU()(x)
+    x = layers.Dropout(0.4)(x)
+    outputs = layers.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="cnn")
+
+
+ARCHITECTURES: dict[str, Callable[[], keras.Model]] = {
+    "softmax": softmax,
+    "mlp": mlp,
+    "mlp512": mlp512,
+    "cnn": cnn,
+}
+
+
+def build_model(architecture: str) -> keras.Model:
+    """A fresh, uncompiled model of the named architecture."""
+    try:
+        return ARCHITECTURES[architecture]()
+    except KeyError:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; choose from {', '.join(ARCHITECTURES)}"
+        ) from None
+
+
+def load_model(path) -> keras.Model:
+    """Load a `.keras` file in Keras' safe mode (no arbitrary code from the file runs)."""
+    return keras.saving.load_model(path, safe_mode=True)

@@ -1,0 +1,49 @@
+"""Training profiles and architecture names: plain data, cheap to import (no TensorFlow)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+ARCHITECTURES = ("cnn", "mlp512", "mlp", "softmax")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run; with the data checksum, it identifies a model."""
+
+    profile: str
+    architecture: str = "cnn"
+    epochs: int = 2
+    batch_size: int = 128
+    learning_rate: float = 3e-3
+    validation_size: int = 5_000
+    patience: int = 3
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+PROFILES: dict[str, TrainConfig] = {
+    # Demos, `make run` and CI smoke runs: a few minutes on two CPU cores.
+    "fast": TrainConfig(profile="fast", epochs=2),
+    # The nightly run.
+    "full": TrainConfig(profile="full", epochs=12, patience=4),
+}
+
+
+def train_config(
+    profile: str = "fast",
+    architecture: str | None = None,
+    epochs: int | None = None,
+    seed: int | None = None,
+) -> TrainConfig:
+    """The named profile with any of architecture, epochs or seed overridden."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
+    if architecture is not None and architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"unknown architecture {architecture!r}; choose from {', '.join(ARCHITECTURES)}"
+        )
+    overrides = {"architecture": architecture, "epochs": epochs, "seed": seed}
+    return replace(PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None})

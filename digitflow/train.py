@@ -1,0 +1,90 @@
+"""Seeded, reproducible training of a named architecture on MNIST."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from digitflow.data import Mnist
+from digitflow.models import build_model
+from digitflow.profiles import TrainConfig
+
+
+@dataclass
+class TrainResult:
+    """A trained model and how it got there."""
+
+    model: keras.Model
+    config: TrainConfig
+    history: dict[str, list[float]]
+    epochs_run: int
+    wall_seconds: float
+    train_size: int
+    validation_size: int
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) -> tf.data.Dataset:
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    if seed is not None:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return (
+        ds.batch(batch_size)
+        .map(lambda images, labels: (tf.cast(images, tf.float32) / 255.0, labels))
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def _split(data: Mnist, validation_size: int, seed: int):
+    """A seeded validation split from the training set (the test set is never used to tune)."""
+    size = min(validation_size, len(data.x_train) // 10)
+    order = np.random.default_rng(seed).permutation(len(data.x_train))
+    val, train = order[:size], order[size:]
+    return data.x_train[train], data.y_train[train], data.x_train[val], data.y_train[val]
+
+
+def train(data: Mnist, config: TrainConfig, verbose: int | str = "auto") -> TrainResult:
+    """Train `config.architecture` with warm-up + cosine learning rate and early stopping."""
+    keras.utils.set_random_seed(config.seed)
+    x_train, y_train, x_val, y_val = _split(data, config.validation_size, config.seed)
+    steps = config.epochs * math.ceil(len(x_train) / config.batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.learning_rate / 10,
+        decay_steps=max(1, steps - steps // 10),
+        warmup_target=config.learning_rate,
+        warmup_steps=steps // 10,
+        alpha=0.01,
+    )
+    model = build_model(config.architecture)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", patience=config.patience, restore_best_weights=True
+        )
+    ]
+    start = time.perf_counter()
+    history = model.fit(
+        _dataset(x_train, y_train, config.batch_size, config.seed),
+        validation_data=_dataset(x_val, y_val, 1024, None),
+        epochs=config.epochs,
+        shuffle=False,  # the dataset shuffles itself, seeded
+        callbacks=callbacks,
+        verbose=verbose,
+    )
+    return TrainResult(
+        model=model,
+        config=config,
+        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+        epochs_run=len(history.epoch),
+        wall_seconds=time.perf_counter() - start,
+        train_size=len(x_train),
+        validation_size=len(x_val),
+    )

@@ -1,0 +1,45 @@
+"""Shared fixtures: real MNIST (from the verified cache, fetched once), an isolated
+$DIGITFLOW_HOME per test, and one small but real trained model per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from digitflow import config
+from digitflow.data import Mnist, load_mnist
+
+REAL_DATA_DIR = config.data_dir()  # resolved before any test changes $DIGITFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def mnist() -> Mnist:
+    """The real MNIST arrays; the first run fills the cache from the first working source."""
+    return load_mnist(cache=REAL_DATA_DIR / "mnist.npz")
+
+
+@pytest.fixture(autouse=True)
+def digitflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh $DIGITFLOW_HOME for each test, sharing only the verified MNIST cache."""
+    home = tmp_path / "digitflow-home"
+    home.mkdir()
+    REAL_DATA_DIR.mkdir(parents=True, exist_ok=True)
+    (home / "data").symlink_to(REAL_DATA_DIR, target_is_directory=True)
+    monkeypatch.setenv("DIGITFLOW_HOME", str(home))
+    monkeypatch.delenv("DIGITFLOW_STORE", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def trained_model_path(mnist: Mnist, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CNN trained for one short epoch on part of MNIST, saved as a real .keras file."""
+    from digitflow.profiles import train_config
+    from digitflow.train import train
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    result = train(mnist.subset(train=12_000), train_config("fast", epochs=1), verbose=0)
+    path = tmp_path_factory.mktemp("model") / "cnn.keras"
+    result.model.save(path)
+    return path

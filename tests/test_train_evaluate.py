@@ -1,0 +1,64 @@
+"""Models, training and evaluation on real MNIST with real saved Keras files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from digitflow import models, profiles
+from digitflow.evaluate import evaluate, metrics_from_probabilities
+from digitflow.train import train
+
+
+def test_every_profile_architecture_builds_a_model_of_ten_classes():
+    assert set(models.ARCHITECTURES) == set(profiles.ARCHITECTURES)
+    for name in profiles.ARCHITECTURES:
+        model = models.build_model(name)
+        assert model.output_shape == (None, 10), name
+
+
+def test_unknown_names_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown architecture 'resnet'"):
+        profiles.train_config("fast", architecture="resnet")
+    with pytest.raises(ValueError, match="unknown profile 'huge'"):
+        profiles.train_config("huge")
+
+
+def test_training_is_seeded_and_reproducible(mnist):
+    small = mnist.subset(train=2_000, test=500)
+    settings = profiles.train_config("fast", architecture="mlp", epochs=1, seed=7)
+    first = train(small, settings, verbose=0)
+    second = train(small, settings, verbose=0)
+    assert first.history["loss"] == pytest.approx(second.history["loss"], rel=1e-5)
+    assert first.validation_size == 200 and first.train_size == 1_800
+
+
+def test_saved_model_round_trip_gives_identical_predictions(trained_model_path, mnist):
+    model = models.load_model(trained_model_path)
+    again = models.load_model(trained_model_path)
+    x = mnist.x_test[:64].astype(np.float32) / 255.0
+    np.testing.assert_allclose(model.predict(x, verbose=0), again.predict(x, verbose=0))
+
+
+def test_evaluation_of_a_trained_model(trained_model_path, mnist):
+    evaluation = evaluate(models.load_model(trained_model_path), mnist.x_test, mnist.y_test)
+
+    assert evaluation.count == 10_000
+    assert evaluation.accuracy > 0.9  # one short epoch on 12k images; chance is 0.1
+    assert sum(map(sum, evaluation.confusion)) == 10_000
+    assert len(evaluation.mistakes) == round((1 - evaluation.accuracy) * 10_000)
+    assert all(m.label != m.predicted for m in evaluation.mistakes)
+    assert [m.support for m in evaluation.per_digit] == np.bincount(mnist.y_test).tolist()
+
+
+def test_metrics_from_known_probabilities():
+    labels = np.array([0, 0, 1, 2])
+    probabilities = np.eye(10)[[0, 1, 1, 2]] * 0.9 + 0.01
+    evaluation = metrics_from_probabilities(probabilities, labels)
+
+    assert evaluation.accuracy == 0.75
+    assert evaluation.per_digit[0].recall == 0.5 and evaluation.per_digit[0].precision == 1.0
+    assert evaluation.per_digit[1].precision == 0.5 and evaluation.per_digit[1].recall == 1.0
+    assert evaluation.confusion[0][1] == 1
+    assert [(m.index, m.label, m.predicted) for m in evaluation.mistakes] == [(1, 0, 1)]
+    assert evaluation.loss == pytest.approx(-np.log([0.91, 0.01, 0.91, 0.91]).mean())
