@@ -1,0 +1,243 @@
+"""`digitflow models ...`: list, show, register, promote, roll back and audit model versions.
+
+The core CLI imports this module at every start, so it must stay cheap: no Keras, TensorFlow
+or Beam imports here (the store imports Beam itself, and only for object-store URIs).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Column, Table
+
+from model_store.errors import PromotionConflict, StoreError
+from model_store.metadata import default_actor
+from model_store.records import HistoryEntry, ModelVersion
+from model_store.refs import label
+from model_store.store import ANY, Expected, ModelStore
+
+models_app = typer.Typer(
+    help="Versioned model store: register, promote, roll back, audit.", no_args_is_help=True
+)
+
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        metavar="URI",
+        show_default=False,
+        help="Store root, a path or gs:// / s3:// URI "
+        "[default: $DIGITFLOW_STORE or $DIGITFLOW_HOME/models].",
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+AliasOption = Annotated[str, typer.Option("--alias", help="The alias to change.")]
+ReasonOption = Annotated[
+    str | None, typer.Option("--reason", help="Why; recorded in the history.", show_default=False)
+]
+
+
+def register(app: typer.Typer) -> None:
+    """`digitflow.commands` entry point: add the `models` commands to the core CLI."""
+    app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def list_versions(store: StoreOption = None, json_output: JsonOption = False) -> None:
+    """List versions: number, creation time, accuracy and aliases."""
+    with _errors():
+        model_store = ModelStore(store)
+        versions = model_store.list_versions()
+    if json_output:
+        _echo_json([version.to_dict() for version in versions])
+        return
+    table = Table("version", "created", "accuracy", "aliases", title=f"in {model_store.root}")
+    for version in versions:
+        table.add_row(
+            label(version.version),
+            _when(version.created_at),
+            _accuracy(version),
+            ", ".join(version.aliases),
+        )
+    Console().print(table)
+
+
+@models_app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="Version (7, v7) or alias (production).")],
+    store: StoreOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show one version with all its metadata."""
+    with _errors():
+        version = ModelStore(store).get(ref)
+    if json_output:
+        _echo_json(version.to_dict())
+        return
+    console = Console()
+    aliases = ", ".join(version.aliases) or "no aliases"
+    console.print(f"{label(version.version)}  created {version.created_at}  ({aliases})")
+    console.print(f"model: {version.model_uri}", highlight=False)
+    console.print_json(data=version.metadata)
+
+
+@models_app.command("register")
+def register_model(
+    path: Annotated[Path, typer.Argument(help="The .keras model file to copy in.")],
+    metrics_json: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON object of metrics, e.g. the output of `digitflow evaluate MODEL --json`."
+        ),
+    ] = None,
+    reason: ReasonOption = None,
+    store: StoreOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Register a model file as the next version (it is not promoted)."""
+    with _errors():
+        metadata: dict[str, Any] = {"metrics": _read_metrics(metrics_json) if metrics_json else {}}
+        metadata["registered_by"] = default_actor()
+        if reason:
+            metadata["reason"] = reason
+        version = ModelStore(store).register(path, metadata)
+    if json_output:
+        _echo_json(version.to_dict())
+    else:
+        Console().print(f"registered {label(version.version)} (accuracy {_accuracy(version)})")
+
+
+@models_app.command()
+def promote(
+    ref: Annotated[str, typer.Argument(help="Version (7, v7) or alias to promote.")],
+    alias: AliasOption = "production",
+    reason: ReasonOption = None,
+    expected: Annotated[
+        str | None,
+        typer.Option(
+            metavar="VERSION",
+            show_default=False,
+            help="Only switch if the alias points to this version now ('none': unset); "
+            "otherwise exit 2.",
+        ),
+    ] = None,
+    store: StoreOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Point an alias (default: production) at a version, in one atomic switch."""
+    with _errors():
+        entry = ModelStore(store).promote(
+            ref,
+            alias=alias,
+            expected=_expected(expected),
+            reason=reason or "manual promotion",
+            actor=default_actor(),
+        )
+    _print_change(entry, json_output)
+
+
+@models_app.command()
+def rollback(
+    alias: AliasOption = "production",
+    reason: ReasonOption = None,
+    store: StoreOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Point an alias back at the version it had before its last promotion."""
+    with _errors():
+        entry = ModelStore(store).rollback(
+            alias=alias, reason=reason or "manual rollback", actor=default_actor()
+        )
+    _print_change(entry, json_output)
+
+
+@models_app.command()
+def history(
+    alias: Annotated[
+        str | None, typer.Option(help="Only this alias's changes.", show_default=False)
+    ] = None,
+    store: StoreOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Every alias change, oldest first: when, from, to, why and by whom."""
+    with _errors():
+        entries = ModelStore(store).history(alias)
+    if json_output:
+        _echo_json([entry.to_dict() for entry in entries])
+        return
+    fixed = [Column(name, no_wrap=True) for name in ("at", "alias", "action", "from", "to")]
+    wrapped = [Column(name, overflow="fold") for name in ("reason", "by")]
+    table = Table(*fixed, *wrapped, title="history")
+    for e in entries:
+        table.add_row(
+            _when(e.at),
+            e.alias,
+            e.action,
+            label(e.from_version),
+            label(e.to_version),
+            e.reason,
+            e.actor,
+        )
+    Console().print(table)
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn store and I/O errors into one red line; exit 2 for a conflict, 1 otherwise."""
+    try:
+        yield
+    except (StoreError, OSError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        Console(stderr=True, soft_wrap=True).print(
+            f"error: {message}", style="red", markup=False, highlight=False
+        )
+        raise typer.Exit(2 if isinstance(error, PromotionConflict) else 1) from None
+
+
+def _expected(option: str | None) -> Expected:
+    """`--expected` as the store takes it: ANY when absent, None for 'none'."""
+    if option is None:
+        return ANY
+    return None if option == "none" else option
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise StoreError(f"--metrics-json {path}: {error}") from None
+    if not isinstance(metrics, dict):
+        raise StoreError(f"--metrics-json {path}: expected a JSON object")
+    metrics.pop("model", None)  # `evaluate --json` names the pre-registration file; drop it
+    return metrics
+
+
+def _when(iso: str) -> str:
+    """ISO time for a table: `2025-01-31 02:00:00` for UTC, other offsets kept."""
+    return iso.replace("T", " ").removesuffix("+00:00")
+
+
+def _accuracy(version: ModelVersion) -> str:
+    accuracy = version.metrics.get("accuracy")
+    return "-" if accuracy is None else f"{accuracy:.4f}"
+
+
+def _print_change(entry: HistoryEntry, json_output: bool) -> None:
+    if json_output:
+        _echo_json(entry.to_dict())
+    else:
+        Console().print(
+            f"{entry.alias}: {label(entry.from_version)} -> {label(entry.to_version)} "
+            f"({entry.action}: {entry.reason})",
+            highlight=False,
+        )
+
+
+def _echo_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2))

@@ -1,0 +1,78 @@
+"""The values the store hands out: versions, resolved models and history entries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One immutable registered version and the aliases that currently point to it."""
+
+    version: int
+    created_at: str
+    metrics: dict[str, Any]
+    aliases: tuple[str, ...]
+    metadata: dict[str, Any]
+    model_uri: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form used by `digitflow models ... --json`."""
+        return {
+            "version": self.version,
+            "created_at": self.created_at,
+            "aliases": list(self.aliases),
+            "metrics": self.metrics,
+            "model_uri": self.model_uri,
+            "metadata": self.metadata,
+        }
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A reference turned into a local model file; `version` is None for a file outside."""
+
+    version: int | None
+    local_path: Path
+    uri: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One alias change: `action` is `promote` or `rollback`."""
+
+    alias: str
+    from_version: int | None
+    to_version: int
+    reason: str
+    actor: str
+    at: str
+    action: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, as stored in the history log."""
+        return {
+            "alias": self.alias,
+            "from": self.from_version,
+            "to": self.to_version,
+            "reason": self.reason,
+            "actor": self.actor,
+            "at": self.at,
+            "action": self.action,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HistoryEntry:
+        """Inverse of `to_dict`; KeyError or TypeError on a malformed entry."""
+        return cls(
+            alias=str(data["alias"]),
+            from_version=None if data["from"] is None else int(data["from"]),
+            to_version=int(data["to"]),
+            reason=str(data["reason"]),
+            actor=str(data["actor"]),
+            at=str(data["at"]),
+            action=str(data["action"]),
+        )

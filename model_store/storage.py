@@ -1,0 +1,202 @@
+"""The file-system layer under the store: local directories here, object stores via Beam.
+
+Names passed to a `Storage` are relative, `/`-separated and built by the store itself from
+validated parts (version numbers, fixed file names), never from user input.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+_URI = re.compile(r"[a-zA-Z][-a-zA-Z0-9+.]*://")
+_CHUNK = 1 << 20
+
+
+class ChecksumMismatch(Exception):
+    """A file's content does not match the sha256 recorded for it."""
+
+
+class Storage(Protocol):
+    """Operations the store needs; each implementation documents its atomicity."""
+
+    root: str
+
+    def uri(self, name: str) -> str:
+        """Full path or URI of `name`."""
+        ...
+
+    def read(self, name: str) -> bytes | None:
+        """Content of `name`, or None if it does not exist."""
+        ...
+
+    def write(self, name: str, data: bytes) -> None:
+        """Replace `name` so that readers see either the old or the new content, never a mix."""
+        ...
+
+    def children(self, name: str) -> list[str]:
+        """Names of the entries directly under the directory `name`."""
+        ...
+
+    def staging(self) -> AbstractContextManager[Path]:
+        """A private local directory to assemble a version in; removed afterwards."""
+        ...
+
+    def publish(self, staged: Path, name: str, *, marker: str) -> None:
+        """Make the staged directory appear as `name`; `marker` is the file that commits it."""
+        ...
+
+    def fetch(self, name: str, sha256: str) -> Path:
+        """A local file with the verified content of `name`.
+
+        Raises FileNotFoundError if it is missing and ChecksumMismatch if it differs.
+        """
+        ...
+
+    def lock(self) -> AbstractContextManager[None]:
+        """Exclusive lock around read-check-write sequences."""
+        ...
+
+    def append_history(self, line: str) -> None:
+        """Durably append one JSON line to the alias history."""
+        ...
+
+    def read_history(self) -> list[str]:
+        """All history lines, oldest first."""
+        ...
+
+
+def is_uri(location: str) -> bool:
+    """True for `scheme://...` locations (gs://, s3://, ...), False for local paths."""
+    return _URI.match(location) is not None
+
+
+def open_storage(root: str) -> Storage:
+    """Local storage for a path; Beam's file systems (imported only now) for a `scheme://` URI."""
+    if is_uri(root):
+        from model_store.object_storage import ObjectStorage
+
+        return ObjectStorage(root)
+    return LocalStorage(Path(root).expanduser())
+
+
+def copy_stream(source: BinaryIO, target: BinaryIO) -> str:
+    """Copy all bytes of `source` to `target`; return their sha256."""
+    digest = hashlib.sha256()
+    while chunk := source.read(_CHUNK):
+        digest.update(chunk)
+        target.write(chunk)
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a local file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fsync_dir(path: Path) -> None:
+    """Persist a directory entry change (create, rename) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class LocalStorage:
+    """A store in a local (or POSIX network) directory.
+
+    Pointer writes go to a temporary file that is fsynced and then `os.replace`d, which is
+    atomic on POSIX; versions are assembled under `.staging/` and renamed into place; an
+    `flock` on `.lock` serialises read-check-write sequences across processes.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self._root = root.absolute()
+        self.root = str(self._root)
+
+    def uri(self, name: str) -> str:
+        return str(self._root / name)
+
+    def read(self, name: str) -> bytes | None:
+        try:
+            return (self._root / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def write(self, name: str, data: bytes) -> None:
+        path = self._root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with tmp.open("wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+
+    def children(self, name: str) -> list[str]:
+        directory = self._root / name
+        return [entry.name for entry in directory.iterdir()] if directory.is_dir() else []
+
+    @contextmanager
+    def staging(self) -> Iterator[Path]:
+        staged = self._root / ".staging" / uuid.uuid4().hex
+        staged.mkdir(parents=True)
+        try:
+            yield staged
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+
+    def publish(self, staged: Path, name: str, *, marker: str) -> None:
+        for path in staged.iterdir():
+            with path.open("rb") as fh:
+                os.fsync(fh.fileno())
+        fsync_dir(staged)
+        target = self._root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(staged, target)  # atomic; fails if `target` exists
+        fsync_dir(target.parent)
+
+    def fetch(self, name: str, sha256: str) -> Path:
+        path = self._root / name
+        if not path.is_file():
+            raise FileNotFoundError(str(path))
+        if sha256_file(path) != sha256:
+            raise ChecksumMismatch(str(path))
+        return path
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        self._root.mkdir(parents=True, exist_ok=True)
+        with (self._root / ".lock").open("ab") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes or the process dies
+            yield
+
+    def append_history(self, line: str) -> None:
+        self._root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._root / "history.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, (line + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def read_history(self) -> list[str]:
+        data = self.read("history.jsonl")
+        return [] if data is None else [ln for ln in data.decode().splitlines() if ln.strip()]

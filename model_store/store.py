@@ -1,0 +1,337 @@
+"""The model store: immutable numbered versions, aliases switched by compare-and-swap, history.
+
+Layout under the root (local directory or object-store prefix):
+
+    versions/<n>/model.keras     the model, copied in at registration
+    versions/<n>/metadata.json   written last: a version without it does not exist yet
+    aliases.json                 {"production": {"version": 7, "previous": [5, 6]}, ...}
+    history.jsonl                one JSON line per alias change (object stores: history/*.json)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from enum import Enum
+from numbers import Real
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from digitflow import config
+from model_store import keras_file
+from model_store.errors import (
+    AliasNotFound,
+    CorruptVersion,
+    InvalidReference,
+    PromotionConflict,
+    StoreError,
+    VersionNotFound,
+)
+from model_store.metadata import complete, now_iso, to_json
+from model_store.records import HistoryEntry, ModelVersion, ResolvedModel
+from model_store.refs import check_alias, label, parse_ref
+from model_store.storage import ChecksumMismatch, Storage, copy_stream, is_uri, open_storage
+
+if TYPE_CHECKING:
+    import keras
+
+MODEL_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+ALIASES_FILE = "aliases.json"
+_VERSION_DIR = re.compile(r"[1-9][0-9]*")
+
+
+class _Unchecked(Enum):
+    ANY = "ANY"
+
+
+ANY = _Unchecked.ANY
+"""`promote(expected=ANY)`: switch the alias whatever it points to now."""
+
+Expected = int | str | Literal[_Unchecked.ANY] | None
+
+
+def default_root() -> str:
+    """`$DIGITFLOW_STORE`, else `$DIGITFLOW_HOME/models`."""
+    return os.environ.get("DIGITFLOW_STORE") or str(config.home() / "models")
+
+
+class ModelStore:
+    """Versioned Keras models under a local directory or an object-store URI."""
+
+    def __init__(
+        self, root: str | os.PathLike[str] | None = None, *, storage: Storage | None = None
+    ) -> None:
+        location = os.fspath(root) if root is not None else default_root()
+        self._storage = storage or open_storage(location)
+        self.root = self._storage.root
+
+    # --- versions -------------------------------------------------------------------------
+
+    def register(self, model_path: str | Path, metadata: dict[str, Any]) -> ModelVersion:
+        """Copy a `.keras` file in as the next version; it appears only once complete."""
+        source = Path(model_path)
+        if not source.exists():
+            raise StoreError(f"model file not found: {source}")
+        if source.is_dir():
+            raise StoreError(f"{source} is a directory; register a zipped .keras file")
+        _check_metadata(metadata)
+        record = complete(metadata)
+        with self._storage.staging() as staged:
+            with source.open("rb") as src, (staged / MODEL_FILE).open("wb") as dst:
+                record["model_sha256"] = copy_stream(src, dst)
+            # Check the copy, not the source: it is what readers will get.
+            model_config = keras_file.read_config(staged / MODEL_FILE, str(source))
+            record.setdefault("architecture", keras_file.describe(model_config))
+            with self._storage.lock():
+                version = max(self._numbers(), default=0) + 1
+                record["version"] = version
+                (staged / METADATA_FILE).write_bytes(_encode(record))
+                self._storage.publish(staged, f"versions/{version}", marker=METADATA_FILE)
+        return self.get(version)
+
+    def list_versions(self) -> list[ModelVersion]:
+        """Every complete version, oldest first."""
+        table = self._alias_table()
+        found = ((n, self._metadata(n)) for n in sorted(self._numbers()))
+        return [self._version(n, meta, table) for n, meta in found if meta is not None]
+
+    def get(self, ref: str | int) -> ModelVersion:
+        """The version named by `7`, `"7"`, `"v7"` or an alias."""
+        parsed = parse_ref(ref)
+        table = self._alias_table()
+        if isinstance(parsed, str):
+            if parsed not in table:
+                known = ", ".join(sorted(table)) or "none"
+                raise AliasNotFound(f"unknown alias {parsed!r} (known aliases: {known})")
+            parsed = table[parsed]["version"]
+        metadata = self._metadata(parsed)
+        if metadata is None:
+            raise VersionNotFound(f"version {label(parsed)} does not exist in {self.root}")
+        return self._version(parsed, metadata, table)
+
+    def resolve(self, ref: str | int | os.PathLike[str]) -> ResolvedModel:
+        """A verified local model file for a version, an alias or a `.keras` path outside."""
+        if isinstance(ref, os.PathLike) or (isinstance(ref, str) and ref.endswith(".keras")):
+            return _resolve_file(os.fspath(ref))
+        version = self.get(ref)
+        return ResolvedModel(
+            version.version, self._model_file(version), version.model_uri, version.metadata
+        )
+
+    def load_model(self, ref: str | int | os.PathLike[str]) -> keras.Model:
+        """Load a resolved model with Keras' safe mode."""
+        resolved = self.resolve(ref)
+        what = str(resolved.local_path) if resolved.version is None else label(resolved.version)
+        return keras_file.load(resolved.local_path, what)
+
+    # --- aliases --------------------------------------------------------------------------
+
+    def aliases(self) -> dict[str, int]:
+        """Alias name -> version number."""
+        return {name: entry["version"] for name, entry in self._alias_table().items()}
+
+    def promote(
+        self,
+        ref: str | int,
+        *,
+        alias: str = "production",
+        expected: Expected = ANY,
+        reason: str,
+        actor: str,
+    ) -> HistoryEntry:
+        """Point `alias` at a version; `expected` is the version it must point to now (CAS)."""
+        _check_change(alias, reason, actor)
+        want = _expected_version(expected)
+        target = self.get(ref)
+        self._model_file(target)  # never point an alias at a missing or damaged model
+        with self._storage.lock():
+            table = self._alias_table()
+            current = table.get(alias)
+            before = current["version"] if current else None
+            if want is not ANY and want != before:
+                raise PromotionConflict(
+                    f"{alias} points to {label(before)}, not the expected {label(want)}; "
+                    "nothing changed"
+                )
+            if before == target.version:
+                raise StoreError(f"{alias} already points to {label(before)}; nothing changed")
+            previous = [*current["previous"], before] if current else []
+            table[alias] = {"version": target.version, "previous": previous}
+            return self._switch(table, alias, before, target.version, reason, actor, "promote")
+
+    def rollback(self, *, alias: str = "production", reason: str, actor: str) -> HistoryEntry:
+        """Point `alias` back at the version it pointed to before its last promotion."""
+        _check_change(alias, reason, actor)
+        with self._storage.lock():
+            table = self._alias_table()
+            if alias not in table:
+                raise AliasNotFound(f"unknown alias {alias!r}")
+            current = table[alias]
+            if not current["previous"]:
+                raise StoreError(f"{alias} has no previous version to roll back to")
+            *older, target = current["previous"]
+            self._model_file(self.get(target))
+            table[alias] = {"version": target, "previous": older}
+            return self._switch(table, alias, current["version"], target, reason, actor, "rollback")
+
+    def history(self, alias: str | None = None) -> list[HistoryEntry]:
+        """Every alias change, oldest first; only those of `alias` if given."""
+        if alias is not None:
+            check_alias(alias)
+        entries = []
+        for number, line in enumerate(self._storage.read_history(), start=1):
+            try:
+                entries.append(HistoryEntry.from_dict(json.loads(line)))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise StoreError(f"history entry {number} is corrupt ({exc!r})") from None
+        return [entry for entry in entries if alias is None or entry.alias == alias]
+
+    # --- internals ------------------------------------------------------------------------
+
+    def _numbers(self) -> list[int]:
+        """Numbers of all version directories, complete or not."""
+        names = self._storage.children("versions")
+        return [int(name) for name in names if _VERSION_DIR.fullmatch(name)]
+
+    def _metadata(self, number: int) -> dict[str, Any] | None:
+        """A version's metadata; None if it is not (yet) complete; CorruptVersion if bad."""
+        raw = self._storage.read(f"versions/{number}/{METADATA_FILE}")
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise CorruptVersion(f"v{number}: {METADATA_FILE} is not valid JSON ({exc})") from None
+        problem = _metadata_problem(number, data)
+        if problem:
+            raise CorruptVersion(f"v{number}: {METADATA_FILE} is corrupt: {problem}")
+        return data
+
+    def _version(
+        self, number: int, metadata: dict[str, Any], table: dict[str, Any]
+    ) -> ModelVersion:
+        return ModelVersion(
+            version=number,
+            created_at=metadata["created_at"],
+            metrics={"accuracy": None, **metadata["metrics"]},
+            aliases=tuple(sorted(a for a, entry in table.items() if entry["version"] == number)),
+            metadata=metadata,
+            model_uri=self._storage.uri(f"versions/{number}/{MODEL_FILE}"),
+        )
+
+    def _model_file(self, version: ModelVersion) -> Path:
+        """The version's model as a local file whose sha256 matches its metadata."""
+        name = f"versions/{version.version}/{MODEL_FILE}"
+        try:
+            return self._storage.fetch(name, version.metadata["model_sha256"])
+        except FileNotFoundError:
+            raise CorruptVersion(
+                f"{label(version.version)}: model file is missing ({version.model_uri})"
+            ) from None
+        except ChecksumMismatch:
+            raise CorruptVersion(
+                f"{label(version.version)}: model file is corrupt, its sha256 does not match "
+                f"the one recorded at registration ({version.model_uri})"
+            ) from None
+
+    def _alias_table(self) -> dict[str, Any]:
+        raw = self._storage.read(ALIASES_FILE)
+        if raw is None:
+            return {}
+        try:
+            table = json.loads(raw)
+        except ValueError:
+            table = None
+        if not _valid_alias_table(table):
+            raise StoreError(f"{self._storage.uri(ALIASES_FILE)} is corrupt")
+        return table
+
+    def _switch(
+        self,
+        table: dict[str, Any],
+        alias: str,
+        before: int | None,
+        after: int,
+        reason: str,
+        actor: str,
+        action: str,
+    ) -> HistoryEntry:
+        """Write the new alias table (the commit point), then record the change."""
+        entry = HistoryEntry(alias, before, after, reason, actor, now_iso(), action)
+        self._storage.write(ALIASES_FILE, _encode(table))
+        self._storage.append_history(json.dumps(entry.to_dict(), sort_keys=True))
+        return entry
+
+
+def _resolve_file(ref: str) -> ResolvedModel:
+    """A `.keras` file outside the store, checked to be a Keras archive."""
+    if is_uri(ref):
+        raise InvalidReference(f"{ref}: register remote model files in a store and use --store")
+    path = Path(ref).expanduser().absolute()
+    if not path.is_file():
+        raise StoreError(f"model file not found: {path}")
+    keras_file.read_config(path, str(path))
+    return ResolvedModel(None, path, str(path), {})
+
+
+def _check_metadata(metadata: Any) -> None:
+    """Metadata must be a dict with a dict of metrics whose accuracy, if given, is a number."""
+    metrics = metadata.get("metrics", {}) if isinstance(metadata, dict) else None
+    if not isinstance(metrics, dict):
+        raise StoreError("metadata must be a dict and its 'metrics' a dict")
+    accuracy = metrics.get("accuracy")
+    if accuracy is not None and (isinstance(accuracy, bool) or not isinstance(accuracy, Real)):
+        raise StoreError(f"metrics accuracy must be a number, got {accuracy!r}")
+
+
+def _check_change(alias: str, reason: str, actor: str) -> None:
+    """Validate the parts of an alias change that come from the caller."""
+    check_alias(alias)
+    if not reason.strip() or not actor.strip():
+        raise StoreError("an alias change needs a non-empty reason and actor")
+
+
+def _expected_version(expected: Expected) -> int | Literal[_Unchecked.ANY] | None:
+    """Normalise `expected`: ANY, None (alias must be unset) or a version number."""
+    if expected is ANY or expected is None:
+        return expected
+    parsed = parse_ref(expected)
+    if isinstance(parsed, str):
+        raise InvalidReference(f"expected must be a version number, got {expected!r}")
+    return parsed
+
+
+def _metadata_problem(number: int, data: Any) -> str | None:
+    """Why `data` is not valid metadata for version `number`, or None."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if data.get("version") != number:
+        return f"it records version {data.get('version')!r}"
+    if not isinstance(data.get("model_sha256"), str):
+        return "model_sha256 is missing"
+    if not isinstance(data.get("created_at"), str):
+        return "created_at is missing"
+    if not isinstance(data.get("metrics"), dict):
+        return "metrics is not an object"
+    return None
+
+
+def _valid_alias_table(table: Any) -> bool:
+    def valid(entry: Any) -> bool:
+        return (
+            isinstance(entry, dict)
+            and isinstance(entry.get("version"), int)
+            and isinstance(entry.get("previous"), list)
+            and all(isinstance(v, int) for v in entry["previous"])
+        )
+
+    return isinstance(table, dict) and all(valid(entry) for entry in table.values())
+
+
+def _encode(value: Any) -> bytes:
+    try:
+        return to_json(value)
+    except ValueError as exc:
+        raise StoreError(f"cannot store as JSON: {exc}") from None

@@ -1,0 +1,306 @@
+"""Model store API on real files: local directories and the Beam object-store layer."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from model_store import (
+    ANY,
+    AliasNotFound,
+    CorruptVersion,
+    InvalidReference,
+    ModelStore,
+    PromotionConflict,
+    StoreError,
+    VersionNotFound,
+    build_metadata,
+)
+from model_store.object_storage import ObjectStorage
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny but real Keras model saved as a .keras file, once per session."""
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    path = tmp_path_factory.mktemp("keras") / "tiny.keras"
+    model.save(path)
+    return path
+
+
+def metadata(accuracy: float) -> dict:
+    """What the nightly flow registers."""
+    return build_metadata(
+        metrics={"accuracy": accuracy, "loss": 0.25, "per_digit": {"0": 0.99, "1": 0.98}},
+        params={"epochs": 1, "batch_size": 128},
+        architecture="dense",
+        dataset_checksum="sha256:0123",
+        flow_run_id="flow-run-42",
+    )
+
+
+@pytest.fixture(params=["local", "object-store"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ModelStore:
+    """The same store on both storage layers (the object-store one through Beam's FileSystems)."""
+    root = tmp_path / "store"
+    if request.param == "local":
+        return ModelStore(root)
+    return ModelStore(storage=ObjectStorage(str(root)))
+
+
+def store_with_versions(root: Path, model_file: Path, count: int) -> ModelStore:
+    store = ModelStore(root)
+    for n in range(count):
+        store.register(model_file, metadata(0.9 + n / 100))
+    return store
+
+
+def test_register_list_show(store: ModelStore, model_file: Path) -> None:
+    first = store.register(model_file, metadata(0.91))
+    second = store.register(model_file, {"metrics": {"loss": 0.5}})
+
+    assert [v.version for v in store.list_versions()] == [1, 2]
+    assert first.version == 1 and second.version == 2
+    shown = store.get("v1")
+    assert store.get(1) == store.get("1") == shown
+    assert shown.metrics["accuracy"] == 0.91
+    assert shown.metadata["flow_run_id"] == "flow-run-42"
+    assert shown.metadata["params"] == {"epochs": 1, "batch_size": 128}
+    assert shown.metadata["library_versions"]["keras"]
+    assert shown.metadata["architecture"] == "dense"
+    assert "code_version" in shown.metadata and shown.created_at
+    # The store fills in what the caller did not give.
+    assert second.metrics["accuracy"] is None
+    assert second.metadata["architecture"] == "Sequential(InputLayer, Flatten, Dense)"
+    as_json = json.loads(json.dumps(second.to_dict()))
+    assert {"version", "aliases", "created_at", "metrics"} <= as_json.keys()
+
+
+def test_promote_rollback_and_history(store: ModelStore, model_file: Path) -> None:
+    for accuracy in (0.90, 0.91, 0.92):
+        store.register(model_file, metadata(accuracy))
+
+    store.promote(1, expected=None, reason="first model", actor="prefect:run-1")
+    store.promote("v2", expected=1, reason="gate: +0.01", actor="prefect:run-2")
+    store.promote(3, reason="gate: +0.01", actor="prefect:run-3")
+    store.promote(1, alias="canary", reason="try it", actor="cli:ann@host")
+    assert store.aliases() == {"production": 3, "canary": 1}
+    assert store.get("production").aliases == ("production",)
+
+    back = store.rollback(reason="bad digits 7", actor="cli:bob@host")
+    assert (back.from_version, back.to_version, back.action) == (3, 2, "rollback")
+    store.rollback(reason="still bad", actor="cli:bob@host")
+    assert store.aliases()["production"] == 1
+    with pytest.raises(StoreError, match="no previous version"):
+        store.rollback(reason="again", actor="cli:bob@host")
+
+    production = store.history("production")
+    assert [(e.from_version, e.to_version) for e in production] == [
+        (None, 1),
+        (1, 2),
+        (2, 3),
+        (3, 2),
+        (2, 1),
+    ]
+    assert production[1].reason == "gate: +0.01" and production[1].actor == "prefect:run-2"
+    assert production[3].reason == "bad digits 7" and production[3].actor == "cli:bob@host"
+    assert len(store.history()) == 6
+    assert {"alias", "from", "to", "reason", "at"} <= production[0].to_dict().keys()
+
+
+def test_compare_and_swap_conflict_changes_nothing(store: ModelStore, model_file: Path) -> None:
+    for accuracy in (0.90, 0.91):
+        store.register(model_file, metadata(accuracy))
+    store.promote(1, reason="first", actor="test")
+
+    with pytest.raises(PromotionConflict, match="points to v1, not the expected none"):
+        store.promote(2, expected=None, reason="race", actor="test")
+    with pytest.raises(PromotionConflict, match="not the expected v2"):
+        store.promote(2, expected="v2", reason="race", actor="test")
+    assert store.aliases() == {"production": 1}
+    assert len(store.history()) == 1
+
+    store.promote(2, expected=1, reason="won", actor="test")
+    store.promote(1, expected=ANY, reason="no check", actor="test")
+    assert store.aliases() == {"production": 1}
+    with pytest.raises(StoreError, match="already points to v1"):
+        store.promote(1, reason="again", actor="test")
+
+
+def test_resolve_and_load_with_keras(store: ModelStore, model_file: Path) -> None:
+    store.register(model_file, metadata(0.9))
+    store.promote(1, reason="first", actor="test")
+
+    resolved = store.resolve("production")
+    assert resolved.version == 1
+    assert resolved.local_path.read_bytes() == model_file.read_bytes()
+    assert resolved.metadata["metrics"]["accuracy"] == 0.9
+    assert store.load_model("production").output_shape == (None, 10)
+
+    outside = store.resolve(model_file)
+    assert (outside.version, outside.local_path) == (None, model_file)
+    assert store.resolve(str(model_file)).local_path == model_file
+
+
+def test_object_store_reads_through_a_verified_cache(tmp_path: Path, model_file: Path) -> None:
+    root = tmp_path / "bucket" / "models"
+    writer = ModelStore(storage=ObjectStorage(str(root)))
+    writer.register(model_file, metadata(0.9))
+    # A version whose upload stopped before its metadata (the commit marker) is invisible,
+    # and its number is not reused.
+    (root / "versions" / "2").mkdir()
+    (root / "versions" / "2" / "model.keras").write_bytes(b"half an upload")
+    assert [v.version for v in writer.list_versions()] == [1]
+    assert writer.register(model_file, metadata(0.91)).version == 3
+
+    reader = ModelStore(storage=ObjectStorage(str(root), cache_dir=tmp_path / "cache"))
+    cached = reader.resolve(3).local_path
+    assert cached.is_relative_to(tmp_path / "cache")
+    cached.write_bytes(b"damaged cache")
+    assert reader.resolve(3).local_path.read_bytes() == model_file.read_bytes()
+    (root / "versions" / "3" / "model.keras").write_bytes(b"damaged in the bucket")
+    cached.unlink()
+    with pytest.raises(CorruptVersion, match="sha256"):
+        reader.resolve(3)
+
+
+def test_unusable_object_store_uri_is_a_clear_error() -> None:
+    with pytest.raises(StoreError, match=r"cannot open store gs://.*apache-beam\[gcp\]"):
+        ModelStore("gs://digitflow-models/prod")
+
+
+def test_corrupt_model_file(tmp_path: Path, model_file: Path) -> None:
+    store = store_with_versions(tmp_path / "store", model_file, 2)
+    store.promote(1, reason="first", actor="test")
+    (tmp_path / "store" / "versions" / "2" / "model.keras").write_bytes(b"garbage")
+
+    for call in (
+        lambda: store.resolve(2),
+        lambda: store.load_model(2),
+        lambda: store.promote(2, reason="x", actor="test"),
+    ):
+        with pytest.raises(CorruptVersion, match="v2: model file is corrupt"):
+            call()
+    assert store.aliases() == {"production": 1}
+    assert store.load_model("production").output_shape == (None, 10)
+
+
+def test_missing_model_file(tmp_path: Path, model_file: Path) -> None:
+    store = store_with_versions(tmp_path / "store", model_file, 2)
+    store.promote(2, reason="first", actor="test")
+    store.promote(1, reason="second", actor="test")
+    (tmp_path / "store" / "versions" / "2" / "model.keras").unlink()
+
+    with pytest.raises(CorruptVersion, match="v2: model file is missing"):
+        store.resolve(2)
+    with pytest.raises(CorruptVersion, match="v2: model file is missing"):
+        store.rollback(reason="back", actor="test")
+    assert store.aliases() == {"production": 1}
+    assert len(store.history()) == 2
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b"[1, 2]", json.dumps({"version": 7, "metrics": {}}).encode()],
+    ids=["not-json", "not-object", "wrong-version"],
+)
+def test_corrupt_metadata(tmp_path: Path, model_file: Path, content: bytes) -> None:
+    store = store_with_versions(tmp_path / "store", model_file, 2)
+    store.promote(1, reason="first", actor="test")
+    (tmp_path / "store" / "versions" / "2" / "metadata.json").write_bytes(content)
+
+    with pytest.raises(CorruptVersion, match=r"v2: metadata\.json"):
+        store.get(2)
+    with pytest.raises(CorruptVersion, match=r"v2: metadata\.json"):
+        store.promote(2, reason="x", actor="test")
+    with pytest.raises(CorruptVersion, match=r"v2: metadata\.json"):
+        store.list_versions()
+    assert store.aliases() == {"production": 1}
+    assert store.resolve("production").version == 1
+
+
+def test_lambda_layers_are_refused_by_safe_mode(tmp_path: Path) -> None:
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Lambda(lambda x: x * 2)])
+    path = tmp_path / "lambda.keras"
+    model.save(path)
+    store = ModelStore(tmp_path / "store")
+    store.register(path, {"metrics": {}})
+    with pytest.raises(CorruptVersion, match=r"v1: Keras could not load.*safe_mode"):
+        store.load_model(1)
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["../1", "1/../2", "versions/1", "v0", "0", -1, "", "v1.5", "Production", "/etc/passwd", True],
+)
+def test_references_that_are_not_versions_or_aliases(
+    tmp_path: Path, model_file: Path, ref: object
+) -> None:
+    store = store_with_versions(tmp_path / "store", model_file, 1)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(InvalidReference):
+        store.get(ref)  # type: ignore[arg-type]
+    with pytest.raises(InvalidReference):
+        store.promote(ref, reason="x", actor="test")  # type: ignore[arg-type]
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_unknown_names_and_bad_aliases(tmp_path: Path, model_file: Path) -> None:
+    store = store_with_versions(tmp_path / "store", model_file, 1)
+    with pytest.raises(VersionNotFound, match="v9 does not exist"):
+        store.get(9)
+    with pytest.raises(AliasNotFound, match="unknown alias 'production'"):
+        store.resolve("production")
+    with pytest.raises(AliasNotFound):
+        store.rollback(reason="x", actor="test")
+    for alias in ("../production", "v3", "Prod", "a/b"):
+        with pytest.raises(InvalidReference):
+            store.promote(1, alias=alias, reason="x", actor="test")
+    with pytest.raises(InvalidReference, match="expected must be a version"):
+        store.promote(1, expected="production", reason="x", actor="test")
+    with pytest.raises(StoreError, match="reason"):
+        store.promote(1, reason=" ", actor="test")
+    with pytest.raises(InvalidReference):
+        store.resolve("../../etc/passwd")
+    assert store.aliases() == {} and store.history() == []
+
+
+def test_register_rejects_bad_input_and_leaves_no_trace(tmp_path: Path, model_file: Path) -> None:
+    store = ModelStore(tmp_path / "store")
+    text_file = tmp_path / "notes.keras"
+    text_file.write_text("not a zip")
+
+    with pytest.raises(CorruptVersion, match=r"not a valid \.keras model file"):
+        store.register(text_file, {"metrics": {}})
+    with pytest.raises(CorruptVersion, match=r"not a valid \.keras model file"):
+        store.resolve(text_file)
+    with pytest.raises(StoreError, match="model file not found"):
+        store.register(tmp_path / "missing.keras", {"metrics": {}})
+    with pytest.raises(StoreError, match="accuracy must be a number"):
+        store.register(model_file, {"metrics": {"accuracy": "high"}})
+    with pytest.raises(StoreError, match="cannot store as JSON"):
+        store.register(model_file, {"metrics": {"loss": math.nan}})
+    assert store.list_versions() == []
+    assert list((tmp_path / "store" / ".staging").iterdir()) == []
+
+
+def test_root_location(
+    tmp_path: Path, digitflow_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert ModelStore().root == str(digitflow_home / "models")
+    monkeypatch.setenv("DIGITFLOW_STORE", str(tmp_path / "shared"))
+    assert ModelStore().root == str(tmp_path / "shared")
+    assert ModelStore(tmp_path / "explicit").root == str(tmp_path / "explicit")

@@ -1,0 +1,209 @@
+"""The model store under real concurrency and real crashes: separate processes and SIGKILL."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from model_store import ModelStore
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny but real Keras model saved as a .keras file, once per session."""
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    path = tmp_path_factory.mktemp("keras") / "tiny.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture
+def store(tmp_path: Path, model_file: Path) -> ModelStore:
+    """Three registered versions, v1 in production."""
+    store = ModelStore(tmp_path / "store")
+    for accuracy in (0.90, 0.91, 0.92):
+        store.register(model_file, {"metrics": {"accuracy": accuracy}})
+    store.promote(1, reason="first", actor="test")
+    return store
+
+
+def start(code: str, *args: object) -> subprocess.Popen[str]:
+    """Run `code` in a fresh Python process with `args` as sys.argv[1:]."""
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(condition: Callable[[], bool], child: subprocess.Popen[str]) -> None:
+    """Poll `condition` while `child` runs; fail with its stderr if it dies first."""
+    deadline = time.monotonic() + 60
+    while not condition():
+        if child.poll() is not None:
+            pytest.fail(f"child exited early: {child.stderr.read() if child.stderr else ''}")
+        if time.monotonic() > deadline:
+            pytest.fail("timed out waiting for the child")
+        time.sleep(0.01)
+
+
+PROMOTE = """
+    import sys, time
+    from pathlib import Path
+    from model_store import ModelStore, PromotionConflict
+
+    root, version, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+    store = ModelStore(root)
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.001)
+    try:
+        store.promote(version, expected=1, reason=f"gate passed v{version}", actor=f"run-{version}")
+    except PromotionConflict as conflict:
+        print(conflict, flush=True)
+        sys.exit(2)
+    print("won", flush=True)
+"""
+
+
+def test_two_processes_promoting_at_once(store: ModelStore, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    children = {version: start(PROMOTE, store.root, version, go) for version in (2, 3)}
+    for child in children.values():
+        assert child.stdout and child.stdout.readline().strip() == "ready"
+    go.touch()
+    results = {v: child.communicate(timeout=60) for v, child in children.items()}
+
+    codes = {v: child.returncode for v, child in children.items()}
+    assert sorted(codes.values()) == [0, 2], results
+    winner = next(v for v, code in codes.items() if code == 0)
+    loser = 5 - winner
+    assert "production points to v" in results[loser][0]
+    assert "not the expected v1; nothing changed" in results[loser][0]
+    assert store.aliases() == {"production": winner}
+    changes = [(e.from_version, e.to_version, e.actor) for e in store.history()]
+    assert changes == [(None, 1, "test"), (1, winner, f"run-{winner}")]
+
+
+READ_ALIASES = """
+    import json, sys
+    from pathlib import Path
+    from model_store import ModelStore
+
+    store, stop = ModelStore(sys.argv[1]), Path(sys.argv[2])
+    print("ready", flush=True)
+    seen = set()
+    while not stop.exists():
+        seen.add(store.aliases()["production"])  # a torn aliases.json would raise here
+    print(json.dumps(sorted(seen)))
+"""
+
+
+def test_readers_never_see_a_half_written_pointer(store: ModelStore, tmp_path: Path) -> None:
+    stop = tmp_path / "stop"
+    reader = start(READ_ALIASES, store.root, stop)
+    assert reader.stdout and reader.stdout.readline().strip() == "ready"
+    for n in range(30):
+        store.promote(2 + n % 2, reason="flip", actor="test")
+    stop.touch()
+    out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err
+    assert set(json.loads(out)) <= {1, 2, 3}
+
+
+REGISTER = """
+    import sys
+    from model_store import ModelStore
+
+    ModelStore(sys.argv[1]).register(sys.argv[2], {"metrics": {"accuracy": 0.99}})
+"""
+
+
+def open_fifo_for_writing(fifo: Path, child: subprocess.Popen[str]) -> int:
+    """Open the write end once the child has opened the read end."""
+    fd = -1
+
+    def opened() -> bool:
+        nonlocal fd
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as error:
+            if error.errno != errno.ENXIO:  # ENXIO: no reader yet
+                raise
+            return False
+        return True
+
+    wait_for(opened, child)
+    return fd
+
+
+def test_crash_while_copying_a_model_leaves_production_intact(
+    store: ModelStore, tmp_path: Path, model_file: Path
+) -> None:
+    fifo = tmp_path / "incoming.keras"
+    os.mkfifo(fifo)
+    child = start(REGISTER, store.root, fifo)
+    data = model_file.read_bytes()
+    fd = open_fifo_for_writing(fifo, child)
+    try:
+        os.write(fd, data[: len(data) // 2])
+        staging = Path(store.root) / ".staging"
+        wait_for(lambda: any(staging.glob("*/model.keras")), child)
+        child.kill()  # SIGKILL in the middle of copying the model in
+        child.wait(timeout=60)
+    finally:
+        os.close(fd)
+
+    assert child.returncode == -9
+    assert [v.version for v in store.list_versions()] == [1, 2, 3]
+    assert store.aliases() == {"production": 1}
+    assert store.load_model("production").output_shape == (None, 10)
+    assert store.register(model_file, {"metrics": {}}).version == 4
+
+
+REGISTER_THEN_PROMOTE = """
+    import sys
+    from model_store import ModelStore
+
+    store = ModelStore(sys.argv[1])
+    version = store.register(sys.argv[2], {"metrics": {"accuracy": 0.99}})
+    print(version.version, flush=True)
+    sys.stdin.readline()  # killed here: the model is written, the pointer is not
+    store.promote(version.version, reason="gate passed", actor="flow")
+"""
+
+
+def test_crash_between_model_and_pointer_leaves_production_intact(
+    store: ModelStore, model_file: Path
+) -> None:
+    child = start(REGISTER_THEN_PROMOTE, store.root, model_file)
+    assert child.stdout and child.stdout.readline().strip() == "4"
+    child.kill()
+    child.wait(timeout=60)
+
+    assert store.aliases() == {"production": 1}
+    assert len(store.history()) == 1
+    assert [v.version for v in store.list_versions()] == [1, 2, 3, 4]
+    resolved = store.resolve("production")
+    assert resolved.version == 1 and resolved.local_path.read_bytes() == model_file.read_bytes()
+    store.promote(4, expected=1, reason="the flow's next run", actor="flow")
+    assert store.aliases() == {"production": 4}

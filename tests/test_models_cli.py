@@ -1,0 +1,170 @@
+"""`digitflow models ...` end to end: the installed console script, in real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from model_store import ModelStore
+
+DIGITFLOW = Path(sys.executable).with_name("digitflow")
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny but real Keras model saved as a .keras file, once per session."""
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    path = tmp_path_factory.mktemp("keras") / "tiny.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture
+def store(digitflow_home: Path, model_file: Path) -> ModelStore:
+    """The default store ($DIGITFLOW_HOME/models) with v1 in production and v2 registered."""
+    store = ModelStore()
+    store.register(model_file, {"metrics": {"accuracy": 0.9712}})
+    store.register(model_file, {"metrics": {"accuracy": 0.9803}})
+    store.promote(1, reason="first", actor="test")
+    return store
+
+
+def models(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `digitflow models ARGS...`."""
+    return subprocess.run(
+        [str(DIGITFLOW), "models", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def json_of(done: subprocess.CompletedProcess[str]) -> Any:
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def error_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_register_promote_rollback_history(
+    digitflow_home: Path, tmp_path: Path, model_file: Path
+) -> None:
+    metrics = tmp_path / "evaluation.json"  # what `digitflow evaluate MODEL --json` prints
+    metrics.write_text(json.dumps({"model": "out/model.keras", "accuracy": 0.97, "loss": 0.1}))
+
+    first = json_of(models("register", model_file, "--metrics-json", metrics, "--json"))
+    assert (first["version"], first["metrics"], first["aliases"]) == (
+        1,
+        {"accuracy": 0.97, "loss": 0.1},
+        [],
+    )
+    second = json_of(models("register", model_file, "--reason", "by hand", "--json"))
+    assert second["version"] == 2 and second["metadata"]["reason"] == "by hand"
+
+    assert json_of(models("promote", "1", "--json"))["to"] == 1
+    change = json_of(models("promote", "v2", "--expected", "v1", "--reason", "gate", "--json"))
+    assert (change["from"], change["to"], change["reason"]) == (1, 2, "gate")
+    assert models("promote", "1", "--alias", "canary").returncode == 0
+
+    listed = json_of(models("list", "--json"))
+    assert [(v["version"], v["aliases"]) for v in listed] == [(1, ["canary"]), (2, ["production"])]
+    assert listed[0]["created_at"] and listed[0]["metrics"]["accuracy"] == 0.97
+
+    back = json_of(models("rollback", "--reason", "7s misread", "--json"))
+    assert (back["from"], back["to"], back["reason"]) == (2, 1, "7s misread")
+    assert json_of(models("show", "production", "--json"))["version"] == 1
+
+    history = json_of(models("history", "--json"))
+    assert [(h["alias"], h["from"], h["to"]) for h in history] == [
+        ("production", None, 1),
+        ("production", 1, 2),
+        ("canary", None, 1),
+        ("production", 2, 1),
+    ]
+    assert all(h["at"] and h["actor"].startswith("cli:") for h in history)
+    assert len(json_of(models("history", "--alias", "canary", "--json"))) == 1
+
+
+def test_tables(store: ModelStore) -> None:
+    listed = models("list")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line for line in listed.stdout.splitlines() if "v1" in line or "v2" in line]
+    assert "0.9712" in rows[0] and "production" in rows[0]
+    assert "0.9803" in rows[1] and "production" not in rows[1]
+
+    shown = models("show", "production")
+    assert shown.returncode == 0 and '"accuracy": 0.9712' in shown.stdout
+
+    history = models("history")
+    assert history.returncode == 0 and "first" in history.stdout
+
+
+def test_conflict_exits_2_and_changes_nothing(store: ModelStore) -> None:
+    done = models("promote", "2", "--expected", "none")
+    assert done.returncode == 2
+    assert error_lines(done) == [
+        "error: production points to v1, not the expected none; nothing changed"
+    ]
+    assert store.aliases() == {"production": 1}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["show", "../1"], "invalid reference '../1'"),
+        (["show", "staging"], "unknown alias 'staging'"),
+        (["promote", "9"], "version v9 does not exist"),
+        (["promote", "2", "--alias", "../prod"], "invalid alias '../prod'"),
+        (["rollback"], "production has no previous version"),
+        (["register", "missing.keras"], "model file not found"),
+        (["list", "--store", "gs://digitflow-test/models"], "cannot open store gs://"),
+    ],
+)
+def test_errors_are_one_line_and_exit_1(store: ModelStore, args: list[str], message: str) -> None:
+    done = models(*args)
+    assert done.returncode == 1
+    [line] = error_lines(done)
+    assert message in line
+    assert store.aliases() == {"production": 1} and len(store.list_versions()) == 2
+
+
+def test_store_location_from_option_and_environment(
+    store: ModelStore, tmp_path: Path, model_file: Path
+) -> None:
+    other = tmp_path / "other-store"
+    assert json_of(models("register", model_file, "--store", other, "--json"))["version"] == 1
+    env = {**os.environ, "DIGITFLOW_STORE": str(other)}
+    assert [v["aliases"] for v in json_of(models("list", "--json", env=env))] == [[]]
+    assert len(json_of(models("list", "--json"))) == 2  # the default store is untouched
+
+
+def test_models_commands_stay_import_cheap(store: ModelStore) -> None:
+    heavy = ("tensorflow", "keras", "apache_beam", "numpy")
+    probe = f"import sys, model_store.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.stdout.strip() == "[]", done.stderr
+
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        assert models("list").returncode == 0
+        timings.append(time.perf_counter() - started)
+    assert min(timings) < 2.0
