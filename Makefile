@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint
+.PHONY: install run test lint server browser
 
 install: $(VENV)/.installed
 
@@ -14,14 +14,23 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(BIN)/digitflow data fetch
-	$(BIN)/digitflow train --profile fast --output out/model.keras
-	$(BIN)/digitflow evaluate out/model.keras
-	$(BIN)/digitflow data scans out/scans --count 20
-	$(BIN)/digitflow predict out/scans --model out/model.keras
+	$(BIN)/digitflow retrain --profile fast
+	@echo "See it in the Prefect UI: make server, then open http://127.0.0.1:4200"
 
 lint: install
 	$(BIN)/ruff check .
 
-test: lint
+test: lint browser
 	$(BIN)/pytest
+
+# A local Prefect server with its UI at http://127.0.0.1:4200, on SQLite in ~/.prefect (the
+# same database `digitflow retrain` uses when no server is set, so those runs show too).
+server: install
+	PREFECT_SERVER_ANALYTICS_ENABLED=false $(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+# Headless Chromium for the end-to-end UI test (Playwright drives the Debian build).
+browser:
+	@test -x /usr/bin/chromium || { \
+		echo "installing chromium (apt-get, needs root)"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; \
+	}

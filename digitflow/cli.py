@@ -70,7 +70,8 @@ def data_fetch() -> None:
     mnist = _load_mnist()
     console.print(
         f"MNIST {len(mnist.x_train)} train / {len(mnist.x_test)} test images\n"
-        f"source: {mnist.source}\nsha256: {mnist.checksum}\ncache:  {config.data_dir() / CACHE_FILE}"
+        f"source: {mnist.source}\nsha256: {mnist.checksum}\n"
+        f"cache:  {config.data_dir() / CACHE_FILE}"
     )
 
 
@@ -154,7 +155,7 @@ def evaluate(
 def predict(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (recursive).")],
     model: Annotated[
-        Path | None, typer.Option(help="Model file [default: $DIGITFLOW_HOME/model.keras].")
+        Path | None, typer.Option(help="Model file (default: $DIGITFLOW_HOME/model.keras).")
     ] = None,
 ) -> None:
     """Classify images; one line per image. Exits 1 if any image could not be classified."""
@@ -204,6 +205,7 @@ def main() -> None:
     logger = logging.getLogger("digitflow")
     logger.setLevel(logging.INFO)
     logger.addHandler(RichHandler(console=err_console, show_path=False))
+    logger.propagate = False  # Prefect's root handlers would print every line again
     for entry_point in entry_points(group="digitflow.commands"):
         try:
             entry_point.load()(app)

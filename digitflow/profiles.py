@@ -28,7 +28,7 @@ PROFILES: dict[str, TrainConfig] = {
     # Demos, `make run` and CI smoke runs: a few minutes on two CPU cores.
     "fast": TrainConfig(profile="fast", epochs=2),
     # The nightly run.
-    "full": TrainConfig(profile="full", epochs=12, patience=4),
+    "full": TrainConfig(profile="full", epochs=15, patience=4),
 }
 
 

@@ -63,7 +63,10 @@ def test_falls_through_failed_sources_and_fills_the_cache(tmp_path):
 
 def test_checksum_mismatch_is_an_error_naming_every_source(tmp_path):
     arrays = tiny_arrays()
-    sources = [Source("unreachable", failing("name or service not known")), Source("bad", lambda: arrays)]
+    sources = [
+        Source("unreachable", failing("name or service not known")),
+        Source("bad", lambda: arrays),
+    ]
 
     with pytest.raises(DataError) as raised:
         load_mnist(cache=tmp_path / "c.npz", sources=sources, expected_sha256="0" * 64)

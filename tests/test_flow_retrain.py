@@ -1,0 +1,183 @@
+"""The retrain flow under Prefect's test harness, on a small slice of MNIST with a quick MLP:
+first promotion, rejection by each gate rule, a training failure, artifacts, the CLI's exits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+import typer
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+)
+from typer.testing import CliRunner
+
+from flows.artifacts import IMAGE_KEY, PER_DIGIT_KEY, REPORT_KEY
+from flows.cli import register
+from model_store import ModelStore
+
+pytestmark = pytest.mark.slow
+
+# One epoch of the MLP on 3,000 images: test accuracy ~0.81 on the first 1,000 test images,
+# its weakest digit ~0.62. The floors are lowered to match; each test raises the one it checks.
+QUICK = {"architecture": "mlp", "epochs": 1, "train_limit": 3000, "test_limit": 1000}
+LOW_FLOORS = {"min_accuracy": 0.5, "min_digit_recall": 0.3}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+    """One temporary Prefect API (SQLite) for every flow run here; results kept in a temp dir."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    with (
+        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}),
+        prefect_test_harness(server_startup_timeout=180),
+    ):
+        yield
+
+
+def run_flow(**parameters):
+    """Run the flow in this process; returns its final state."""
+    from flows.retrain import retrain
+
+    return retrain(**{**QUICK, **LOW_FLOORS, **parameters}, return_state=True)
+
+
+def run_cli(*args: str):
+    """`digitflow retrain ...` in this process, with the same quick settings (later args win)."""
+    app = typer.Typer()
+    register(app)
+    quick = ["--arch=mlp", "--epochs=1", "--train-limit=3000", "--test-limit=1000"]
+    floors = ["--min-accuracy=0.5", "--min-digit-recall=0.3"]
+    return CliRunner().invoke(app, ["retrain", *quick, *floors, *args])
+
+
+def read_artifacts(artifact_filter: ArtifactFilter) -> list:
+    """Artifacts read back from the API."""
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=artifact_filter)
+
+
+def artifacts(flow_run_id: UUID) -> dict:
+    """The run's artifacts by key."""
+    found = read_artifacts(ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return {artifact.key: artifact for artifact in found}
+
+
+def production_history(store: ModelStore) -> list[tuple[int | None, int]]:
+    return [(entry.from_version, entry.to_version) for entry in store.history("production")]
+
+
+def test_first_run_promotes_records_why_and_publishes_artifacts(digitflow_home: Path):
+    state = run_flow()
+
+    assert state.is_completed(), state.message
+    run_id = state.state_details.flow_run_id
+    assert state.message.startswith("candidate v1 promoted as the first model, on the floors alone")
+    outcome = state.result()
+    assert outcome.promoted and outcome.candidate_version == outcome.production_version == 1
+
+    store = ModelStore()  # $DIGITFLOW_HOME/models
+    assert store.aliases() == {"production": 1}
+    [entry] = store.history()
+    assert entry.actor == f"prefect-flow-run:{run_id}"
+    assert entry.reason == outcome.reason
+    metadata = store.get(1).metadata
+    assert metadata["flow_run_id"] == str(run_id)
+    assert metadata["metrics"]["accuracy"] == pytest.approx(outcome.accuracy)
+    assert metadata["metrics"]["test_images"] == 1000
+    assert metadata["dataset_checksum"].endswith("[:3000,:1000]")
+    assert metadata["gate"]["promote"] is True and metadata["gate"]["compared_with"] is None
+    assert metadata["params"]["architecture"] == "mlp"
+
+    found = artifacts(run_id)
+    assert set(found) == {REPORT_KEY, PER_DIGIT_KEY, IMAGE_KEY}
+    report = found[REPORT_KEY].data
+    assert "# Retrain: v1 PROMOTED" in report
+    assert "| accuracy floor | pass |" in report
+    assert "production after this run: v1" in report
+    assert "trained in this run" in report
+    assert found[PER_DIGIT_KEY].type == "table"
+    assert str(outcome.report_image) in found[IMAGE_KEY].data
+    image = Path(outcome.report_image)
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert image.parent == digitflow_home / "reports"
+
+
+def test_below_the_floor_stays_registered_and_production_is_unchanged():
+    first = run_cli()
+    assert first.exit_code == 0, first.output
+    assert first.stdout.splitlines()[-1].startswith("candidate v1 promoted")
+
+    second = run_cli("--min-accuracy=0.99")
+
+    assert second.exit_code == 3, second.output
+    assert second.stdout.splitlines()[-1].startswith(
+        "candidate v2 not promoted: accuracy floor: accuracy 0.8"
+    )
+    assert "is below the floor of 0.9900" in second.stdout.splitlines()[-1]
+    store = ModelStore()
+    assert store.aliases() == {"production": 1}
+    assert [v.version for v in store.list_versions()] == [1, 2]
+    assert store.get(2).metadata["gate"]["promote"] is False
+    assert production_history(store) == [(None, 1)]
+
+
+def test_regression_against_production_is_rejected():
+    better = run_flow(train_limit=6000, min_accuracy=0.3, min_digit_recall=0.0)
+    assert better.result().promoted
+
+    worse = run_flow(
+        architecture="softmax", train_limit=1000, min_accuracy=0.3, min_digit_recall=0.0
+    )
+
+    assert worse.is_completed(), worse.message
+    outcome = worse.result()
+    assert not outcome.promoted
+    assert outcome.reason.startswith("not promoted: no regression: accuracy ")
+    assert "worse than production by more than 0.0020" in outcome.reason
+    store = ModelStore()
+    assert store.aliases() == {"production": 1}
+    assert production_history(store) == [(None, 1)]
+    report = artifacts(worse.state_details.flow_run_id)[REPORT_KEY].data
+    assert "| no regression | FAIL |" in report
+    assert "| metric | candidate v2 | production v1 |" in report
+
+
+def test_weak_digit_is_rejected_with_the_model_reused_from_the_cache():
+    assert run_flow().result().promoted
+
+    state = run_flow(min_digit_recall=0.7)
+
+    outcome = state.result()
+    assert not outcome.promoted
+    assert outcome.reason.startswith("not promoted: per-digit recall: recall below 0.7000: digit ")
+    assert ModelStore().aliases() == {"production": 1}
+    found = artifacts(state.state_details.flow_run_id)
+    assert "reused from the cache" in found[REPORT_KEY].data  # same data and config: no training
+    assert "| accuracy floor | pass |" in found[REPORT_KEY].data
+    reports = read_artifacts(ArtifactFilter(key=ArtifactFilterKey(any_=[REPORT_KEY])))
+    runs = {report.flow_run_id for report in reports}
+    assert state.state_details.flow_run_id in runs and len(runs) >= 2  # one key across runs
+
+
+def test_training_failure_fails_the_run_and_leaves_production_alone():
+    assert run_cli().exit_code == 0
+
+    # Keras refuses the seed inside training itself: the train task raises.
+    failed = run_cli("--seed=-1")
+
+    assert failed.exit_code == 1, failed.output
+    last = failed.stdout.splitlines()[-1]
+    assert last.startswith("failed: ")
+    assert "Seed must be between 0 and 2**32 - 1" in last
+    store = ModelStore()
+    assert [v.version for v in store.list_versions()] == [1]
+    assert store.aliases() == {"production": 1}
+    assert production_history(store) == [(None, 1)]
