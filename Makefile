@@ -15,7 +15,10 @@ $(VENV)/.installed: pyproject.toml
 
 run: install
 	$(BIN)/digitflow retrain --profile fast
-	@echo "See it in the Prefect UI: make server, then open http://127.0.0.1:4200"
+	$(BIN)/digitflow data scans out/scans --count 200
+	$(BIN)/digitflow classify out/scans --output out/predictions.csv
+	@echo "Results: out/predictions.csv (errors: out/predictions.errors.csv)."
+	@echo "Runs and reports in the Prefect UI: make server, then open http://127.0.0.1:4200"
 
 lint: install
 	$(BIN)/ruff check .

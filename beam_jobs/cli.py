@@ -1,0 +1,119 @@
+"""`digitflow classify`: bulk-classify a folder of scans into CSV with the Beam pipeline.
+
+The core CLI imports this module at every start, so it stays cheap: Beam, TensorFlow and
+Prefect are imported inside the command only.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+from beam_jobs.csv_rows import DEFAULT_MIN_CONFIDENCE
+
+if TYPE_CHECKING:
+    from beam_jobs.classify import ClassifySummary
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def register(app: typer.Typer) -> None:
+    """`digitflow.commands` entry point: add `classify` to the core CLI."""
+    app.command(
+        "classify",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )(classify_command)
+
+
+def classify_command(
+    ctx: typer.Context,
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="INPUT", help="Folder (searched recursively), glob, or gs:// / s3:// prefix."
+        ),
+    ],
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output", "-o", metavar="PATH.csv", help="Results; failures go to PATH.errors.csv."
+        ),
+    ],
+    model: Annotated[
+        str, typer.Option(help="Alias, version (7, v7) or a .keras file.")
+    ] = "production",
+    store: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URI",
+            show_default=False,
+            help="Model store (default: $DIGITFLOW_STORE or $DIGITFLOW_HOME/models).",
+        ),
+    ] = None,
+    shards: Annotated[
+        int, typer.Option(min=1, help="Write N result files (big jobs), each with a header.")
+    ] = 1,
+    min_confidence: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Rows below it get low_confidence=true.")
+    ] = DEFAULT_MIN_CONFIDENCE,
+    prefect: Annotated[
+        bool,
+        typer.Option(
+            "--prefect", help="Run as the Prefect flow classify-folder, summary in the UI."
+        ),
+    ] = False,
+) -> None:
+    """Classify every image file under INPUT into a CSV, with Apache Beam.
+
+    Other options go to Beam: --runner (DataflowRunner, FlinkRunner, SparkRunner) and theirs.
+
+    Locally (DirectRunner): in-process below 5,000 files, else a worker process per core.
+
+    Exit status 0 when the job ran, bad images included (listed in PATH.errors.csv), else 1.
+    """
+    if source.startswith("-"):  # click took an unknown (Beam) option for INPUT
+        raise typer.BadParameter(
+            "INPUT comes before Beam's options, e.g. `digitflow classify scans/ "
+            "--output out.csv --runner DirectRunner`",
+            param_hint="INPUT",
+        )
+    from beam_jobs.classify import ClassifyError, job_args, run
+
+    settings = {
+        "source": source,
+        "output": output,
+        "model": model,
+        "store": store,
+        "shards": shards,
+        "min_confidence": min_confidence,
+        "beam_args": ctx.args,
+    }
+    try:
+        summary = _run_flow(settings) if prefect else run(job_args(**settings))
+    except ClassifyError as error:
+        err_console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except Exception as error:  # the runner's error: the job itself failed (details logged)
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
+        err_console.print(f"[red]error:[/] the classification job failed: {reason}", soft_wrap=True)
+        raise typer.Exit(1) from None
+    console.print(summary.report(), highlight=False, soft_wrap=True)
+
+
+def _run_flow(settings: dict[str, Any]) -> ClassifySummary:
+    """Run the job inside the `classify-folder` Prefect flow; print where the run is shown."""
+    from prefect.settings import get_current_settings
+
+    from flows.classify_folder import classify_folder
+
+    prefect = get_current_settings()
+    where = prefect.api.url or "a temporary local Prefect server"
+    console.print(f"running flow classify-folder on {where}", highlight=False)
+    state = classify_folder(**settings, return_state=True)
+    if prefect.ui_url:
+        run_page = f"runs/flow-run/{state.state_details.flow_run_id}"
+        console.print(f"flow run: {prefect.ui_url}/{run_page}", highlight=False)
+    return state.result()

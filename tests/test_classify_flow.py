@@ -1,0 +1,83 @@
+"""The classify-folder flow under Prefect's test harness: a bulk run with its summary artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import typer
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from typer.testing import CliRunner
+
+from beam_jobs.cli import register
+from digitflow.scans import write_scans
+from flows.classify_folder import SUMMARY_KEY, classify_folder
+
+IN_PROCESS = "--direct_running_mode=in_memory"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+    """One temporary Prefect API (SQLite) for the flow runs here; results kept in a temp dir."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    with (
+        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}),
+        prefect_test_harness(server_startup_timeout=180),
+    ):
+        yield
+
+
+@pytest.fixture
+def scans(mnist, tmp_path: Path) -> Path:
+    """12 scans in mixed formats and one empty file."""
+    folder = tmp_path / "scans"
+    write_scans(mnist.x_test[:12], mnist.y_test[:12], folder, seed=2)
+    (folder / "empty.png").write_bytes(b"")
+    return folder
+
+
+def test_flow_classifies_and_publishes_its_summary(trained_model_path, scans, tmp_path):
+    output = tmp_path / "out" / "results.csv"
+
+    state = classify_folder(
+        str(scans),
+        str(output),
+        model=str(trained_model_path),
+        beam_args=[IN_PROCESS],
+        return_state=True,
+    )
+
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert (summary.matched, summary.classified, summary.failed, summary.ignored) == (14, 12, 1, 1)
+    assert output.is_file()
+    assert (tmp_path / "out" / "results.errors.csv").read_text().splitlines()[1:] == [
+        f"{scans / 'empty.png'},empty file"
+    ]
+    run_filter = ArtifactFilter(
+        flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+    )
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(artifact_filter=run_filter)
+    assert artifact.key == SUMMARY_KEY
+    assert "# Bulk classification: 12 of 13 images" in artifact.data
+    assert f"| model | {summary.model_version} (`{trained_model_path}`) |" in artifact.data
+
+
+def test_cli_prefect_flag_runs_the_flow(trained_model_path, scans, tmp_path):
+    app = typer.Typer()
+    app.callback()(lambda: None)  # a command group, as in `digitflow`
+    register(app)
+    output = tmp_path / "results.csv"
+    args = ["classify", str(scans), "-o", str(output), "--model", str(trained_model_path)]
+
+    result = CliRunner().invoke(app, [*args, "--prefect", IN_PROCESS])
+
+    assert result.exit_code == 0, result.output
+    assert "running flow classify-folder" in result.output
+    assert "classified 12 (" in result.output
+    assert output.is_file()
