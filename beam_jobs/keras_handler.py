@@ -7,7 +7,6 @@ TensorFlow is imported only when a worker loads the model, never when the module
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -20,6 +19,8 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from model_store.storage import sha256_file
 
 if TYPE_CHECKING:
     import keras
@@ -88,15 +89,6 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, "keras.Model"
     def get_metrics_namespace(self) -> str:
         """RunInference's own counters (inferences, batch latency, model load) go here."""
         return "digitflow.inference"
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a local file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _download(uri: str, target: Path) -> None:

@@ -54,7 +54,7 @@ def augmentation() -> keras.Sequential:
     """Small rotations, shifts and zoom, as real scans vary; active only while training."""
     return keras.Sequential(
         [
-            layers.RandomRotation(10 / 360, fill_mode="constant"),
+            layers.RandomRotation(15 / 360, fill_mode="constant"),
             layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
             layers.RandomZoom(0.1, fill_mode="constant"),
         ],

@@ -33,6 +33,23 @@ def digitflow_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="session")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny but real Keras model saved as a .keras file, once per session."""
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    path = tmp_path_factory.mktemp("keras") / "tiny.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def trained_model_path(mnist: Mnist, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A CNN trained for one short epoch on part of MNIST, saved as a real .keras file."""
     from digitflow.profiles import train_config
@@ -43,3 +60,20 @@ def trained_model_path(mnist: Mnist, tmp_path_factory: pytest.TempPathFactory) -
     path = tmp_path_factory.mktemp("model") / "cnn.keras"
     result.model.save(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+    """A temporary Prefect API (SQLite) for a module's flow runs; results kept in a temp dir.
+
+    Module-scoped: the end-to-end test runs its own real server, and must not run beside this one.
+    """
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    storage = tmp_path_factory.mktemp("prefect-results")
+    with (
+        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}),
+        prefect_test_harness(server_startup_timeout=180),
+    ):
+        yield

@@ -16,19 +16,7 @@ from flows.classify_folder import SUMMARY_KEY, classify_folder
 
 IN_PROCESS = "--direct_running_mode=in_memory"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_api(tmp_path_factory: pytest.TempPathFactory):
-    """One temporary Prefect API (SQLite) for the flow runs here; results kept in a temp dir."""
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    storage = tmp_path_factory.mktemp("prefect-results")
-    with (
-        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}),
-        prefect_test_harness(server_startup_timeout=180),
-    ):
-        yield
+pytestmark = pytest.mark.usefixtures("prefect_api")
 
 
 @pytest.fixture

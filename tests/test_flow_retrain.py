@@ -20,26 +20,12 @@ from flows.artifacts import IMAGE_KEY, PER_DIGIT_KEY, REPORT_KEY
 from flows.cli import register
 from model_store import ModelStore
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 # One epoch of the MLP on 3,000 images: test accuracy ~0.81 on the first 1,000 test images,
 # its weakest digit ~0.62. The floors are lowered to match; each test raises the one it checks.
 QUICK = {"architecture": "mlp", "epochs": 1, "train_limit": 3000, "test_limit": 1000}
 LOW_FLOORS = {"min_accuracy": 0.5, "min_digit_recall": 0.3}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def prefect_api(tmp_path_factory: pytest.TempPathFactory):
-    """One temporary Prefect API (SQLite) for every flow run here; results kept in a temp dir."""
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-    from prefect.testing.utilities import prefect_test_harness
-
-    storage = tmp_path_factory.mktemp("prefect-results")
-    with (
-        temporary_settings({PREFECT_LOCAL_STORAGE_PATH: storage}),
-        prefect_test_harness(server_startup_timeout=180),
-    ):
-        yield
 
 
 def run_flow(**parameters):

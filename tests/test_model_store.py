@@ -22,23 +22,6 @@ from model_store import (
 from model_store.object_storage import ObjectStorage
 
 
-@pytest.fixture(scope="session")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny but real Keras model saved as a .keras file, once per session."""
-    import keras
-
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
-    path = tmp_path_factory.mktemp("keras") / "tiny.keras"
-    model.save(path)
-    return path
-
-
 def metadata(accuracy: float) -> dict:
     """What the nightly flow registers."""
     return build_metadata(

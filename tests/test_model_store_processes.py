@@ -17,23 +17,6 @@ import pytest
 from model_store import ModelStore
 
 
-@pytest.fixture(scope="session")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny but real Keras model saved as a .keras file, once per session."""
-    import keras
-
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
-    path = tmp_path_factory.mktemp("keras") / "tiny.keras"
-    model.save(path)
-    return path
-
-
 @pytest.fixture
 def store(tmp_path: Path, model_file: Path) -> ModelStore:
     """Three registered versions, v1 in production."""

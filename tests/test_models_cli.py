@@ -17,23 +17,6 @@ from model_store import ModelStore
 DIGITFLOW = Path(sys.executable).with_name("digitflow")
 
 
-@pytest.fixture(scope="session")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny but real Keras model saved as a .keras file, once per session."""
-    import keras
-
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
-    path = tmp_path_factory.mktemp("keras") / "tiny.keras"
-    model.save(path)
-    return path
-
-
 @pytest.fixture
 def store(digitflow_home: Path, model_file: Path) -> ModelStore:
     """The default store ($DIGITFLOW_HOME/models) with v1 in production and v2 registered."""
