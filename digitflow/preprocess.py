@@ -12,7 +12,9 @@ centre of a 28x28 field.
 
 from __future__ import annotations
 
+import functools
 import io
+import math
 import re
 from dataclasses import dataclass
 
@@ -36,6 +38,10 @@ _MASK_FRACTION = 0.25  # ink detection threshold, relative to the strongest ink
 _INK_FLOOR = 0.04  # ink weaker than this (or 4 sigma of paper noise) is paper
 _MIN_EXTENT = 0.02  # a digit spans at least this fraction of the image's long side
 _FRAME_SAMPLES = 32  # the paper's tone is fitted to about this many pixels per side
+_FRAME_CACHE = 256  # frames kept for reuse: batches of scans often share one image size
+_RIDGE = 1e-6  # keeps the paper fit solvable on 1-pixel-wide images
+_SQRT2 = math.sqrt(2.0)
+_FIRST = np.zeros(1, dtype=np.intp)  # the first segment starts at index 0
 _ORIENTATION = ExifTags.Base.Orientation
 _EXIF_TRANSPOSE = {  # as in ImageOps.exif_transpose
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -172,6 +178,11 @@ def _reduce(img: Image.Image) -> Image.Image:
     return img.reduce(factor) if factor >= 2 else img
 
 
+def _array(img: Image.Image, dtype: type) -> np.ndarray:
+    """Read-only (height, width) array of a one-band image; cheaper than np.asarray(img)."""
+    return np.frombuffer(img.tobytes(), dtype).reshape(img.height, img.width)
+
+
 def _floats(pixels: np.ndarray) -> np.ndarray:
     """8-bit grey levels as float32 in [0, 1]."""
     return np.multiply(pixels, np.float32(1 / 255), dtype=np.float32)
@@ -186,19 +197,20 @@ def _ink(gray: Image.Image) -> np.ndarray:
     """
     width, height = gray.size
     factor = -(-max(height, width) // _DETECT_SIDE)
-    pixels = np.asarray(gray)
-    coarse = _floats(pixels if factor == 1 else np.asarray(gray.reduce(factor)))
+    pixels = _array(gray, np.uint8)
+    coarse = _floats(pixels if factor == 1 else _array(gray.reduce(factor), np.uint8))
     frame = _frame(coarse.shape, factor, (height, width))
     ring = coarse[frame.rows, frame.cols]
     paper = _Paper.fit(frame, ring)
     background = paper.grid(frame.ys, frame.xs)
     smooth = _box3(coarse)
     smooth -= background  # < 0: darker than the paper
-    dark_ink = -float(smooth.min()) >= float(smooth.max())
+    darkest, lightest = -float(smooth.min()), float(smooth.max())
+    dark_ink = darkest >= lightest
     if dark_ink:
         smooth = np.negative(smooth, out=smooth)
     smooth_noise = _noise(_edges(smooth), lag=3)  # 3: past the box filter's reach
-    peak = float(smooth.max())
+    peak = darkest if dark_ink else lightest  # the max of `smooth` as it is now
     if peak < max(_MIN_CONTRAST, _NOISE_SIGMAS * smooth_noise):
         raise BlankImageError("blank: no ink found")
     threshold = max(_MASK_FRACTION * peak, 4.0 * smooth_noise)
@@ -215,13 +227,15 @@ def _ink(gray: Image.Image) -> np.ndarray:
         background = paper.grid(ys, xs)
     else:
         background = background[top:bottom, left:right]
-    ink = _floats(pixels[top:bottom, left:right]) - background
-    if dark_ink:
-        ink = np.negative(ink, out=ink)
+    levels = _floats(pixels[top:bottom, left:right])
+    # b - a is exactly -(a - b) in floating point: dark ink is measured below the paper.
+    ink = background - levels if dark_ink else levels - background
     floor = max(_INK_FLOOR, 4.0 * noise)
     strong = ink[ink > max(threshold, floor)]
     core = _quantile(strong, 0.9) if strong.size else float(ink.max())
-    return _tight(np.clip((ink - floor) / max(core - floor, 0.05), 0.0, 1.0))
+    ink -= floor  # float32 throughout (the noise level is a Python float)
+    ink /= max(core - floor, 0.05)
+    return _tight(np.clip(ink, 0.0, 1.0, out=ink))
 
 
 def _box3(arr: np.ndarray) -> np.ndarray:
@@ -248,9 +262,19 @@ def _quantile(values: np.ndarray, q: float) -> float:
     return float(work[k])
 
 
+def _ranked(ordered: np.ndarray, q: float) -> float:
+    """The q-quantile (nearest rank) of a non-empty sorted array, as _quantile gives it."""
+    return float(ordered[int(q * (ordered.size - 1))])
+
+
 def _sigma(values: np.ndarray) -> float:
     """Robust standard deviation (median absolute deviation)."""
-    return 1.4826 * _quantile(np.abs(values - _quantile(values, 0.5)), 0.5)
+    return _mad_sigma(np.abs(values - _quantile(values, 0.5)))
+
+
+def _mad_sigma(deviations: np.ndarray) -> float:
+    """Robust standard deviation from absolute deviations from the median."""
+    return 1.4826 * _quantile(deviations, 0.5)
 
 
 def _noise(line: np.ndarray, lag: int) -> float:
@@ -261,7 +285,7 @@ def _noise(line: np.ndarray, lag: int) -> float:
     """
     if line.size <= lag:
         return 0.0
-    return _sigma(line[lag:] - line[:-lag]) / np.sqrt(2.0)
+    return _sigma(line[lag:] - line[:-lag]) / _SQRT2
 
 
 @dataclass(frozen=True)
@@ -275,26 +299,53 @@ class _Frame:
     rows: np.ndarray  # the samples' row indices
     cols: np.ndarray  # ... and column indices
     design: np.ndarray  # (n, 6) quadratic terms at the samples
+    gram: np.ndarray  # (6, 6) design.T @ design, plus a small ridge
     ys: np.ndarray  # every row's coordinate
     xs: np.ndarray  # every column's coordinate
 
 
+@functools.lru_cache(maxsize=_FRAME_CACHE)
 def _frame(shape: tuple[int, ...], factor: int, full: tuple[int, int]) -> _Frame:
-    """Up to ~2 * _FRAME_SAMPLES samples per side of an image of `shape`, reduced by `factor`."""
+    """Up to ~2 * _FRAME_SAMPLES samples per side of an image of `shape`, reduced by `factor`.
+
+    It depends on the geometry only, so it is cached; its arrays are read-only.
+    """
     height, width = shape
     ys, xs = _axis(height, factor, full[0]), _axis(width, factor, full[1])
     across = np.arange(0, width, max(1, width // _FRAME_SAMPLES))
     down = np.arange(0, height, max(1, height // _FRAME_SAMPLES))
-    rows = np.concatenate([np.zeros_like(across), np.full_like(across, height - 1), down, down])
-    cols = np.concatenate([across, across, np.zeros_like(down), np.full_like(down, width - 1)])
+    rows, cols = _ring(across, down, height - 1, width - 1)
     y, x = ys[rows].astype(np.float64), xs[cols].astype(np.float64)
-    design = np.stack([np.ones_like(x), x, y, x * x, y * y, x * y], axis=1)
-    return _Frame(rows, cols, design, ys, xs)
+    design = np.empty((rows.size, 6))
+    design[:, 0] = 1.0
+    design[:, 1] = x
+    design[:, 2] = y
+    np.multiply(x, x, out=design[:, 3])
+    np.multiply(y, y, out=design[:, 4])
+    np.multiply(x, y, out=design[:, 5])
+    gram = design.T @ design + _RIDGE * np.eye(6)
+    for array in (rows, cols, design, gram, ys, xs):
+        array.flags.writeable = False
+    return _Frame(rows, cols, design, gram, ys, xs)
+
+
+def _ring(
+    across: np.ndarray, down: np.ndarray, bottom: int, right: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of samples along the top row, the bottom row, the left and right columns."""
+    top_end, bottom_end, left_end = across.size, 2 * across.size, 2 * across.size + down.size
+    rows = np.empty(bottom_end + 2 * down.size, dtype=np.intp)
+    cols = np.empty_like(rows)
+    rows[:top_end], cols[:top_end] = 0, across
+    rows[top_end:bottom_end], cols[top_end:bottom_end] = bottom, across
+    rows[bottom_end:left_end], cols[bottom_end:left_end] = down, 0
+    rows[left_end:], cols[left_end:] = down, right
+    return rows, cols
 
 
 def _axis(count: int, factor: int, full: int) -> np.ndarray:
     """Centres of `count` pixels that each span `factor` of `full` pixels, mapped to [-1, 1]."""
-    return ((np.arange(count) + 0.5) * (2.0 * factor / full) - 1.0).astype(np.float32)
+    return (np.arange(0.5, count) * (2.0 * factor / full) - 1.0).astype(np.float32)
 
 
 def _edges(image: np.ndarray) -> np.ndarray:
@@ -318,21 +369,19 @@ class _Paper:
     def fit(cls, frame: _Frame, values: np.ndarray) -> _Paper:
         """Least squares on the frame's samples, outliers (ink on the frame) set to the median."""
         median = _quantile(values, 0.5)
-        spread = 3.0 * _sigma(values) + 1e-3
-        inlier = np.abs(values - median) <= spread
+        deviations = np.abs(values - median)
+        inlier = deviations <= 3.0 * _mad_sigma(deviations) + 1e-3
         clean = np.where(inlier, values, median).astype(np.float64)
-        gram = frame.design.T @ frame.design + 1e-6 * np.eye(6)  # ridge: 1-pixel-wide images
-        coef = np.linalg.solve(gram, frame.design.T @ clean)
-        kept = values[inlier]
-        return cls(coef, _quantile(kept, 0.02), _quantile(kept, 0.98))
+        coef = np.linalg.solve(frame.gram, frame.design.T @ clean)
+        kept = np.sort(values[inlier])
+        return cls(coef, _ranked(kept, 0.02), _ranked(kept, 0.98))
 
     def grid(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """Paper level (float32) on the grid of rows `ys` x columns `xs` (float32)."""
-        c = self.coef.astype(np.float32)
-        level = np.add.outer(c[0] + c[2] * ys + c[4] * ys * ys, c[1] * xs + c[3] * xs * xs)
-        level += (c[5] * ys)[:, None] * xs
-        np.maximum(level, self.low, out=level)
-        return np.minimum(level, self.high, out=level)
+        c0, c1, c2, c3, c4, c5 = self.coef.astype(np.float32).tolist()  # float32 values
+        level = np.add.outer(c0 + c2 * ys + c4 * ys * ys, c1 * xs + c3 * xs * xs)
+        level += (c5 * ys)[:, None] * xs
+        return np.clip(level, self.low, self.high, out=level)
 
 
 def _digit_box(weight: np.ndarray) -> tuple[int, int, int, int]:
@@ -359,7 +408,10 @@ def _main_span(profile: np.ndarray) -> tuple[int, int]:
 
 def _heaviest(mass: np.ndarray, cut: np.ndarray) -> tuple[int, int]:
     """[first, end) of the heaviest segment of `mass`, cut where `cut` (between items) is set."""
-    starts = np.concatenate([[0], cut.nonzero()[0] + 1])
+    breaks = cut.nonzero()[0]
+    if breaks.size == 0:  # one segment: skip the sums
+        return 0, mass.size
+    starts = np.concatenate((_FIRST, breaks + 1))
     best = int(np.add.reduceat(mass, starts).argmax())
     end = starts[best + 1] if best + 1 < starts.size else mass.size
     return int(starts[best]), int(end)
@@ -381,14 +433,15 @@ def _mnist_field(ink: np.ndarray) -> np.ndarray:
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     if size != (width, height):
         resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
-        small = Image.fromarray(np.ascontiguousarray(ink, dtype=np.float32))
-        ink = np.clip(np.asarray(small.resize(size, resample)), 0.0, 1.0)
+        ink = np.ascontiguousarray(ink, dtype=np.float32)
+        small = Image.frombuffer("F", (width, height), ink, "raw", "F", 0, 1)
+        ink = np.clip(_array(small.resize(size, resample), np.float32), 0.0, 1.0)
     total = float(ink.sum())
     height, width = ink.shape
     com_y = float(ink.sum(axis=1) @ np.arange(height)) / total
     com_x = float(ink.sum(axis=0) @ np.arange(width)) / total
-    top = min(max(int(np.floor(_CENTRE - com_y + 0.5)), 0), _FIELD - height)
-    left = min(max(int(np.floor(_CENTRE - com_x + 0.5)), 0), _FIELD - width)
+    top = min(max(math.floor(_CENTRE - com_y + 0.5), 0), _FIELD - height)
+    left = min(max(math.floor(_CENTRE - com_x + 0.5), 0), _FIELD - width)
     field = np.zeros((_FIELD, _FIELD), dtype=np.float32)
     field[top : top + height, left : left + width] = ink
     return field

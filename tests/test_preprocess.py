@@ -242,6 +242,15 @@ def test_uneven_paper_noise_and_jpeg_artefacts() -> None:
     assert corr(to_mnist(data), SEVEN) > 0.85
 
 
+def test_images_of_one_size_do_not_affect_each_other() -> None:
+    # The paper fit's geometry is cached per image size: reuse must not change results.
+    seven, zero = page(SEVEN, size=(150, 110)), page(ZERO, size=(150, 110))
+    first = to_mnist(encode(seven))
+    to_mnist(encode(ImageOps.invert(zero)))
+    assert np.array_equal(to_mnist(encode(seven)), first)
+    assert corr(first, SEVEN) > 0.9
+
+
 def test_large_photo_is_decoded_at_reduced_size() -> None:
     photo = page(ZERO, size=(3000, 2200), at=(1200, 700), scale=24)
     assert corr(to_mnist(encode(photo, "JPEG")), ZERO) > 0.95
