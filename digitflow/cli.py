@@ -183,17 +183,14 @@ def report(
     ),
 ) -> None:
     """Draw correct and wrong test predictions and the confusion matrix into a PNG."""
-    from digitflow.data import model_input
-    from digitflow.evaluate import metrics_from_probabilities
+    from digitflow.evaluate import evaluate as run_evaluation
     from digitflow.report import render_report
 
     keras_model = _load(model)
     mnist = _load_mnist()
-    probabilities = keras_model.predict(model_input(mnist.x_test), batch_size=1024, verbose=0)
-    evaluation = metrics_from_probabilities(probabilities, mnist.y_test)
-    predicted = probabilities.argmax(axis=1)
+    evaluation = run_evaluation(keras_model, mnist.x_test, mnist.y_test)
     title = f"{model.name}: test accuracy {evaluation.accuracy:.4f} on {evaluation.count} images"
-    image = render_report(mnist.x_test, mnist.y_test, predicted, evaluation.confusion, title)
+    image = render_report(mnist.x_test, mnist.y_test, evaluation, title)
     output.parent.mkdir(parents=True, exist_ok=True)
     image.save(output)
     console.print(f"wrote {output}")

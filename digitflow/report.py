@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from digitflow.evaluate import Evaluation
+
 CELL = 64  # one digit tile, label included
 GRID = 6  # tiles per side of each digit grid
 MATRIX_CELL = 38
@@ -45,9 +47,12 @@ def _confusion_matrix(confusion: np.ndarray, font) -> Image.Image:
 
 
 def render_report(
-    images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, confusion, title: str
+    images: np.ndarray, labels: np.ndarray, evaluation: Evaluation, title: str
 ) -> Image.Image:
-    """uint8 images (n, 28, 28) with true and predicted labels -> one report image."""
+    """uint8 images (n, 28, 28), their true labels and the model's evaluation on them -> PNG."""
+    predicted = labels.astype(np.int64)  # right everywhere but at the recorded mistakes
+    for mistake in evaluation.mistakes:
+        predicted[mistake.index] = mistake.predicted
     font = ImageFont.load_default(size=12)
     right = np.flatnonzero(predicted == labels)
     wrong = np.flatnonzero(predicted != labels)
@@ -60,7 +65,7 @@ def render_report(
             f"Wrong ({len(wrong)} of {len(labels)})",
             font,
         ),
-        _confusion_matrix(np.asarray(confusion), font),
+        _confusion_matrix(np.asarray(evaluation.confusion), font),
     ]
     width = sum(p.width for p in panels) + MARGIN * (len(panels) + 1)
     height = max(p.height for p in panels) + 2 * MARGIN + 20

@@ -188,10 +188,7 @@ def render_report_image(data: Mnist, evaluation: Evaluation, title: str, output:
     """Correct and wrong predictions and the confusion matrix, as a PNG."""
     from digitflow.report import render_report
 
-    predicted = data.y_test.astype("int64")  # right everywhere but at the recorded mistakes
-    for mistake in evaluation.mistakes:
-        predicted[mistake.index] = mistake.predicted
-    image = render_report(data.x_test, data.y_test, predicted, evaluation.confusion, title)
+    image = render_report(data.x_test, data.y_test, evaluation, title)
     output.parent.mkdir(parents=True, exist_ok=True)
     image.save(output)
     return output
