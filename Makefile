@@ -3,15 +3,28 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint server browser
+LOCK := requirements.lock
+UV = $(BIN)/uv pip --quiet
+
+.PHONY: install lock run test lint server browser
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Installs exactly the locked versions (hash-checked; anything else in the venv is removed),
+# then the project itself without dependencies. uv comes from the lock too.
+$(VENV)/.installed: $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet "$$(grep -E '^uv==' $(LOCK) | cut -d' ' -f1)"
+	$(UV) sync --python $(BIN)/python --require-hashes $(LOCK)
+	$(UV) install --python $(BIN)/python --no-deps -e .
 	touch $@
+
+# Re-resolves every dependency from pyproject.toml's bounds to the newest allowed versions.
+# Review the diff, then `make test` before committing it (see README, "Upgrading dependencies").
+lock: install
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --generate-hashes --upgrade \
+		--output-file $(LOCK)
 
 run: install
 	$(BIN)/digitflow retrain --profile fast
