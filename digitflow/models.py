@@ -9,6 +9,8 @@ import keras
 from keras import layers
 
 INPUT_SHAPE = (28, 28)
+NUM_CLASSES = 10
+_MAX_REASON = 500  # characters of Keras' own message kept in a ModelLoadError
 # Keras' default 0.99 leaves BatchNorm's moving statistics near their initial values after
 # the few hundred steps of a short run; 0.9 tracks the data within ~50 steps.
 BN_MOMENTUM = 0.9
@@ -17,7 +19,11 @@ BN_MOMENTUM = 0.9
 def softmax() -> keras.Model:
     """Seed 002: multinomial logistic regression."""
     return keras.Sequential(
-        [keras.Input(INPUT_SHAPE), layers.Flatten(), layers.Dense(10, activation="softmax")],
+        [
+            keras.Input(INPUT_SHAPE),
+            layers.Flatten(),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
+        ],
         name="softmax",
     )
 
@@ -30,7 +36,7 @@ def mlp() -> keras.Model:
             layers.Flatten(),
             layers.Dense(128, activation="relu"),
             layers.Dense(128, activation="relu"),
-            layers.Dense(10, activation="softmax"),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
         ],
         name="mlp",
     )
@@ -44,7 +50,7 @@ def mlp512() -> keras.Model:
             layers.Flatten(),
             layers.Dense(512, activation="relu"),
             layers.Dropout(0.2),
-            layers.Dense(10, activation="softmax"),
+            layers.Dense(NUM_CLASSES, activation="softmax"),
         ],
         name="mlp512",
     )
@@ -82,7 +88,7 @@ def cnn() -> keras.Model:
     x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     x = layers.ReLU()(x)
     x = layers.Dropout(0.4)(x)
-    outputs = layers.Dense(10, activation="softmax")(x)
+    outputs = layers.Dense(NUM_CLASSES, activation="softmax")(x)
     return keras.Model(inputs, outputs, name="cnn")
 
 
@@ -104,6 +110,19 @@ def build_model(architecture: str) -> keras.Model:
         ) from None
 
 
+class ModelLoadError(ValueError):
+    """Keras could not load a model file; the message is one line."""
+
+
 def load_model(path) -> keras.Model:
-    """Load a `.keras` file in Keras' safe mode (no arbitrary code from the file runs)."""
-    return keras.saving.load_model(path, safe_mode=True)
+    """Load a `.keras` file in Keras' safe mode (no arbitrary code from the file runs).
+
+    Raises ModelLoadError, with Keras' reason on one line, for a file Keras cannot load.
+    """
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except Exception as exc:  # Keras raises many types for a bad or unsafe archive
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if len(reason) > _MAX_REASON:
+            reason = reason[: _MAX_REASON - 3] + "..."
+        raise ModelLoadError(f"Keras could not load the model ({reason})") from exc

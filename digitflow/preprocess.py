@@ -109,8 +109,9 @@ def _open(data: bytes) -> Image.Image:
     _check_size(img.size)
     if isinstance(img, JpegImagePlugin.JpegImageFile):
         # Decode straight to grayscale, and at 1/2..1/8 scale when much larger than needed.
+        # Each side at least 1: Pillow divides by it (a 48x32552 strip would ask for width 0).
         factor = max(1, max(img.size) // _WORK_SIDE)
-        img.draft("L", (img.size[0] // factor, img.size[1] // factor))
+        img.draft("L", (max(1, img.size[0] // factor), max(1, img.size[1] // factor)))
     return img
 
 

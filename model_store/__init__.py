@@ -6,26 +6,38 @@ Import-cheap on purpose: nothing here imports Keras, TensorFlow or Beam until it
 from model_store.errors import (
     AliasNotFound,
     CorruptVersion,
+    InvalidModel,
     InvalidReference,
     PromotionConflict,
     StoreError,
     VersionNotFound,
 )
 from model_store.metadata import build_metadata, default_actor
-from model_store.records import HistoryEntry, ModelVersion, ResolvedModel
+from model_store.records import (
+    CorruptEntry,
+    HistoryEntry,
+    HistoryLog,
+    ModelVersion,
+    ResolvedModel,
+    VersionListing,
+)
 from model_store.store import ANY, ModelStore
 
 __all__ = [
     "ANY",
     "AliasNotFound",
+    "CorruptEntry",
     "CorruptVersion",
     "HistoryEntry",
+    "HistoryLog",
+    "InvalidModel",
     "InvalidReference",
     "ModelStore",
     "ModelVersion",
     "PromotionConflict",
     "ResolvedModel",
     "StoreError",
+    "VersionListing",
     "VersionNotFound",
     "build_metadata",
     "default_actor",

@@ -7,7 +7,7 @@ or Beam imports here (the store imports Beam itself, and only for object-store U
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +18,7 @@ from rich.table import Column, Table
 
 from model_store.errors import PromotionConflict, StoreError
 from model_store.metadata import default_actor
-from model_store.records import HistoryEntry, ModelVersion
+from model_store.records import CorruptEntry, HistoryEntry, ModelVersion
 from model_store.refs import label
 from model_store.store import ANY, Expected, ModelStore
 
@@ -50,22 +50,24 @@ def register(app: typer.Typer) -> None:
 
 @models_app.command("list")
 def list_versions(store: StoreOption = None, json_output: JsonOption = False) -> None:
-    """List versions: number, creation time, accuracy and aliases."""
+    """List versions: number, creation time, accuracy and aliases; corrupt ones as such."""
     with _errors():
         model_store = ModelStore(store)
-        versions = model_store.list_versions()
+        listing = model_store.listing()
+    rows = sorted([*listing.versions, *listing.corrupt], key=lambda row: row.version)
     if json_output:
-        _echo_json([version.to_dict() for version in versions])
-        return
-    table = Table("version", "created", "accuracy", "aliases", title=f"in {model_store.root}")
-    for version in versions:
-        table.add_row(
-            label(version.version),
-            _when(version.created_at),
-            _accuracy(version),
-            ", ".join(version.aliases),
-        )
-    Console().print(table)
+        _echo_json([row.to_dict() for row in rows])
+    else:
+        table = Table("version", "created", "accuracy", "aliases", title=f"in {model_store.root}")
+        for row in rows:
+            table.add_row(
+                label(row.version),
+                "corrupt" if isinstance(row, CorruptEntry) else _when(row.created_at),
+                "-" if isinstance(row, CorruptEntry) else _accuracy(row),
+                ", ".join(row.aliases),
+            )
+        Console().print(table)
+    _warn(entry.problem for entry in listing.corrupt)
 
 
 @models_app.command()
@@ -167,24 +169,25 @@ def history(
 ) -> None:
     """Every alias change, oldest first: when, from, to, why and by whom."""
     with _errors():
-        entries = ModelStore(store).history(alias)
+        log = ModelStore(store).history_log(alias)
     if json_output:
-        _echo_json([entry.to_dict() for entry in entries])
-        return
-    fixed = [Column(name, no_wrap=True) for name in ("at", "alias", "action", "from", "to")]
-    wrapped = [Column(name, overflow="fold") for name in ("reason", "by")]
-    table = Table(*fixed, *wrapped, title="history")
-    for e in entries:
-        table.add_row(
-            _when(e.at),
-            e.alias,
-            e.action,
-            label(e.from_version),
-            label(e.to_version),
-            e.reason,
-            e.actor,
-        )
-    Console().print(table)
+        _echo_json([entry.to_dict() for entry in log.entries])
+    else:
+        fixed = [Column(name, no_wrap=True) for name in ("at", "alias", "action", "from", "to")]
+        wrapped = [Column(name, overflow="fold") for name in ("reason", "by")]
+        table = Table(*fixed, *wrapped, title="history")
+        for e in log.entries:
+            table.add_row(
+                _when(e.at),
+                e.alias,
+                e.action,
+                label(e.from_version),
+                label(e.to_version),
+                e.reason,
+                e.actor,
+            )
+        Console().print(table)
+    _warn(log.problems)
 
 
 @contextmanager
@@ -193,11 +196,21 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except (StoreError, OSError) as error:
-        message = " ".join(str(error).split()) or type(error).__name__
-        Console(stderr=True, soft_wrap=True).print(
-            f"error: {message}", style="red", markup=False, highlight=False
-        )
+        _stderr_line("error", str(error) or type(error).__name__, "red")
         raise typer.Exit(2 if isinstance(error, PromotionConflict) else 1) from None
+
+
+def _warn(problems: Iterable[str]) -> None:
+    """A yellow `warning:` line on stderr for each problem that did not stop the command."""
+    for problem in problems:
+        _stderr_line("warning", problem, "yellow")
+
+
+def _stderr_line(kind: str, message: str, style: str) -> None:
+    """`kind: message` as one line on stderr: whitespace collapsed, no wrapping, no markup."""
+    Console(stderr=True, soft_wrap=True).print(
+        f"{kind}: {' '.join(message.split())}", style=style, markup=False, highlight=False
+    )
 
 
 def _expected(option: str | None) -> Expected:

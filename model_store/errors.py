@@ -21,5 +21,9 @@ class CorruptVersion(StoreError):
     """A version's metadata or model file is missing, unreadable or does not match."""
 
 
+class InvalidModel(StoreError):
+    """A model file that must not serve: not loadable in safe mode, wrong shapes, bad output."""
+
+
 class PromotionConflict(StoreError):
     """Compare-and-swap failed: the alias no longer points where the caller expected."""

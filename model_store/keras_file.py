@@ -35,9 +35,9 @@ def describe(config: dict[str, Any]) -> str:
 
 def load(path: Path, what: str) -> keras.Model:
     """Load with Keras' safe mode (no arbitrary code from lambdas); CorruptVersion on failure."""
-    import keras
+    from digitflow.models import ModelLoadError, load_model
 
     try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as exc:  # Keras raises many types for a bad archive
-        raise CorruptVersion(f"{what}: Keras could not load the model ({exc})") from None
+        return load_model(path)
+    except ModelLoadError as exc:
+        raise CorruptVersion(f"{what}: {exc}") from None

@@ -99,6 +99,17 @@ class ObjectStorage:
         # concurrent writers to one object store must be serialised outside (see README).
         return contextlib.nullcontext()
 
+    def check_writable(self) -> None:
+        # Object stores have no directories: write a probe object and delete it again.
+        probe = self.uri(f".write-check-{uuid.uuid4().hex}")
+        try:
+            with FileSystems.create(probe, compression_type=_RAW) as fh:
+                fh.write(b"")
+            FileSystems.delete([probe])
+        except OSError as error:  # Beam's BeamIOError is an OSError
+            reason = " ".join(str(error).split())[:200] or type(error).__name__
+            raise StoreError(f"store root {self.root} is not writable ({reason})") from None
+
     def append_history(self, line: str) -> None:
         # Objects cannot be appended to; one object per entry never loses a concurrent entry.
         name = f"history/{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
@@ -109,5 +120,5 @@ class ObjectStorage:
         lines = []
         for path in sorted(m.path for m in matches.metadata_list):
             with FileSystems.open(path, compression_type=_RAW) as fh:
-                lines.append(fh.read().decode().strip())
+                lines.append(fh.read().decode(errors="replace").strip())
         return lines

@@ -76,3 +76,32 @@ class HistoryEntry:
             at=str(data["at"]),
             action=str(data["action"]),
         )
+
+
+@dataclass(frozen=True)
+class CorruptEntry:
+    """A version directory whose metadata cannot be read; `problem` says why, in one line."""
+
+    version: int
+    aliases: tuple[str, ...]
+    problem: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: listed beside the readable versions, told apart by `problem`."""
+        return {"version": self.version, "aliases": list(self.aliases), "problem": self.problem}
+
+
+@dataclass(frozen=True)
+class VersionListing:
+    """Every complete version of a store: the readable ones and the corrupt ones."""
+
+    versions: list[ModelVersion]
+    corrupt: list[CorruptEntry]
+
+
+@dataclass(frozen=True)
+class HistoryLog:
+    """The readable history entries, and one line per entry that could not be read."""
+
+    entries: list[HistoryEntry]
+    problems: list[str]

@@ -9,11 +9,19 @@ from model_store.errors import InvalidReference
 _VERSION = re.compile(r"v?([1-9][0-9]{0,8})")
 _VERSION_LIKE = re.compile(r"v?[0-9]+")
 _ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+RESERVED_ALIASES = frozenset({"none", "any"})
+"""Words the CLI and the API give a meaning (`--expected none`, `ANY`): never alias names."""
 
 
-def _is_alias(name: str) -> bool:
-    """Alias names: lowercase, no path characters, and never mistakable for a version."""
-    return bool(_ALIAS.fullmatch(name)) and not _VERSION_LIKE.fullmatch(name)
+def _alias_problem(name: str) -> str | None:
+    """Why `name` cannot be an alias, or None if it can."""
+    if _VERSION_LIKE.fullmatch(name):
+        return "it looks like a version (7 or v7)"
+    if name in RESERVED_ALIASES:
+        return f"{', '.join(sorted(RESERVED_ALIASES))} are reserved words"
+    if not _ALIAS.fullmatch(name):
+        return "use lowercase letters, digits, '-' and '_', starting with a letter"
+    return None
 
 
 def parse_ref(ref: str | int) -> int | str:
@@ -26,21 +34,19 @@ def parse_ref(ref: str | int) -> int | str:
         return ref
     if match := _VERSION.fullmatch(ref):
         return int(match.group(1))
-    if _is_alias(ref):
+    problem = _alias_problem(ref)
+    if problem is None:
         return ref
     raise InvalidReference(
-        f"invalid reference {ref!r}: expected a version (7 or v7) or an alias name "
-        "(lowercase letters, digits, '-' and '_')"
+        f"invalid reference {ref!r}: expected a version (7 or v7) or an alias name ({problem})"
     )
 
 
 def check_alias(name: str) -> None:
-    """Reject names that cannot be aliases: version-like strings, path characters, capitals."""
-    if not isinstance(name, str) or not _is_alias(name):
-        raise InvalidReference(
-            f"invalid alias {name!r}: use lowercase letters, digits, '-' and '_', "
-            "starting with a letter and not of the form v7"
-        )
+    """Reject names that cannot be aliases: version-like, reserved, path characters, capitals."""
+    problem = _alias_problem(name) if isinstance(name, str) else "not a string"
+    if problem is not None:
+        raise InvalidReference(f"invalid alias {name!r}: {problem}")
 
 
 def label(version: int | None) -> str:

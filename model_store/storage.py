@@ -17,6 +17,8 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from model_store.errors import StoreError
+
 _URI = re.compile(r"[a-zA-Z][-a-zA-Z0-9+.]*://")
 _CHUNK = 1 << 20
 
@@ -65,12 +67,16 @@ class Storage(Protocol):
         """Exclusive lock around read-check-write sequences."""
         ...
 
+    def check_writable(self) -> None:
+        """StoreError unless files can be created under the root; leaves nothing behind."""
+        ...
+
     def append_history(self, line: str) -> None:
-        """Durably append one JSON line to the alias history."""
+        """Durably append one JSON line to the alias history, on a line of its own."""
         ...
 
     def read_history(self) -> list[str]:
-        """All history lines, oldest first."""
+        """All non-blank history lines, oldest first; bytes that are not UTF-8 are replaced."""
         ...
 
 
@@ -188,15 +194,35 @@ class LocalStorage:
             fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes or the process dies
             yield
 
+    def check_writable(self) -> None:
+        # Creates the root (and missing parents), as the first registration would; a probe
+        # file shows that files can be created there (permissions, read-only mounts).
+        try:
+            self._root.mkdir(parents=True, exist_ok=True)
+            probe = self._root / f".write-check-{uuid.uuid4().hex}"
+            probe.touch(exist_ok=False)
+            probe.unlink()
+        except FileExistsError:
+            raise StoreError(f"store root {self.root} is not a directory") from None
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise StoreError(f"store root {self.root} is not writable ({reason})") from None
+
     def append_history(self, line: str) -> None:
         self._root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._root / "history.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        path = self._root / "history.jsonl"
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, (line + "\n").encode())
+            size = os.fstat(fd).st_size
+            # A crash mid-append leaves a last line without its newline: start a new line so
+            # this entry is not glued to that fragment (which readers then report, not lose).
+            torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+            os.write(fd, (("\n" if torn else "") + line + "\n").encode())
             os.fsync(fd)
         finally:
             os.close(fd)
 
     def read_history(self) -> list[str]:
         data = self.read("history.jsonl")
-        return [] if data is None else [ln for ln in data.decode().splitlines() if ln.strip()]
+        text = "" if data is None else data.decode(errors="replace")
+        return [line for line in text.split("\n") if line.strip()]

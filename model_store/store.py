@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from digitflow import config
-from model_store import keras_file
+from model_store import keras_file, validation
 from model_store.errors import (
     AliasNotFound,
     CorruptVersion,
@@ -29,7 +29,14 @@ from model_store.errors import (
     VersionNotFound,
 )
 from model_store.metadata import complete, now_iso, to_json
-from model_store.records import HistoryEntry, ModelVersion, ResolvedModel
+from model_store.records import (
+    CorruptEntry,
+    HistoryEntry,
+    HistoryLog,
+    ModelVersion,
+    ResolvedModel,
+    VersionListing,
+)
 from model_store.refs import check_alias, label, parse_ref
 from model_store.storage import ChecksumMismatch, Storage, copy_stream, is_uri, open_storage
 
@@ -40,6 +47,9 @@ MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 ALIASES_FILE = "aliases.json"
 _VERSION_DIR = re.compile(r"[1-9][0-9]*")
+FIXED_METADATA = frozenset({"version", "model_sha256", "created_at"})
+"""Metadata keys set at registration that `annotate` never changes."""
+_SNIPPET = 60  # characters of an unreadable history entry quoted in its problem
 
 
 class _Unchecked(Enum):
@@ -50,6 +60,7 @@ ANY = _Unchecked.ANY
 """`promote(expected=ANY)`: switch the alias whatever it points to now."""
 
 Expected = int | str | Literal[_Unchecked.ANY] | None
+_Wanted = int | Literal[_Unchecked.ANY] | None  # `Expected` with the version parsed
 
 
 def default_root() -> str:
@@ -70,7 +81,10 @@ class ModelStore:
     # --- versions -------------------------------------------------------------------------
 
     def register(self, model_path: str | Path, metadata: dict[str, Any]) -> ModelVersion:
-        """Copy a `.keras` file in as the next version; it appears only once complete."""
+        """Copy a `.keras` file in as the next version; it appears only once complete.
+
+        The copy must pass infra validation (`model_store.validation`), else InvalidModel.
+        """
         source = Path(model_path)
         if not source.exists():
             raise StoreError(f"model file not found: {source}")
@@ -83,6 +97,7 @@ class ModelStore:
                 record["model_sha256"] = copy_stream(src, dst)
             # Check the copy, not the source: it is what readers will get.
             model_config = keras_file.read_config(staged / MODEL_FILE, str(source))
+            validation.validate(staged / MODEL_FILE, str(source))
             record.setdefault("architecture", keras_file.describe(model_config))
             with self._storage.lock():
                 version = max(self._numbers(), default=0) + 1
@@ -92,10 +107,22 @@ class ModelStore:
         return self.get(version)
 
     def list_versions(self) -> list[ModelVersion]:
-        """Every complete version, oldest first."""
+        """Every complete, readable version, oldest first; `listing` also gives corrupt ones."""
+        return self.listing().versions
+
+    def listing(self) -> VersionListing:
+        """Every complete version, oldest first; corrupt metadata is reported, not fatal."""
         table = self._alias_table()
-        found = ((n, self._metadata(n)) for n in sorted(self._numbers()))
-        return [self._version(n, meta, table) for n, meta in found if meta is not None]
+        versions, corrupt = [], []
+        for number in sorted(self._numbers()):
+            try:
+                metadata = self._metadata(number)
+            except CorruptVersion as exc:
+                corrupt.append(CorruptEntry(number, _aliases_of(number, table), str(exc)))
+                continue
+            if metadata is not None:
+                versions.append(self._version(number, metadata, table))
+        return VersionListing(versions, corrupt)
 
     def get(self, ref: str | int) -> ModelVersion:
         """The version named by `7`, `"7"`, `"v7"` or an alias."""
@@ -120,6 +147,33 @@ class ModelStore:
             version.version, self._model_file(version), version.model_uri, version.metadata
         )
 
+    def annotate(self, ref: str | int, updates: dict[str, Any]) -> ModelVersion:
+        """Merge `updates` into a version's metadata as top-level keys, in one atomic rewrite.
+
+        For facts learned after registration, such as a lost promotion race. Runs under the
+        store's lock; the model file and the keys in FIXED_METADATA never change.
+        """
+        if not isinstance(updates, dict) or not all(isinstance(key, str) for key in updates):
+            raise StoreError("annotations must be a dict with string keys")
+        if fixed := sorted(FIXED_METADATA & updates.keys()):
+            raise StoreError(f"cannot annotate {', '.join(fixed)}: set once at registration")
+        with self._storage.lock():
+            version = self.get(ref)
+            record = {**version.metadata, **updates}
+            _check_metadata(record)
+            name = f"versions/{version.version}/{METADATA_FILE}"
+            self._storage.write(name, _encode(record))
+        return self.get(version.version)
+
+    def check_writable(self) -> None:
+        """StoreError, in one line, unless this store can take versions and alias changes.
+
+        Cheap enough to run before hours of training: creates the root directory (and its
+        missing parents) if needed and nothing else, and reads the alias table.
+        """
+        self._storage.check_writable()
+        self._alias_table()
+
     def load_model(self, ref: str | int | os.PathLike[str]) -> keras.Model:
         """Load a resolved model with Keras' safe mode."""
         resolved = self.resolve(ref)
@@ -141,22 +195,20 @@ class ModelStore:
         reason: str,
         actor: str,
     ) -> HistoryEntry:
-        """Point `alias` at a version; `expected` is the version it must point to now (CAS)."""
+        """Point `alias` at a version; `expected` is the version it must point to now (CAS).
+
+        The version's model must pass infra validation (`model_store.validation`) first.
+        """
         _check_change(alias, reason, actor)
         want = _expected_version(expected)
         target = self.get(ref)
-        self._model_file(target)  # never point an alias at a missing or damaged model
+        model = self._model_file(target)  # present and unchanged since registration
+        _check_switch(self._alias_table(), alias, want, target.version)  # fails fast, no Keras
+        validation.validate(model, label(target.version))
         with self._storage.lock():
             table = self._alias_table()
+            before = _check_switch(table, alias, want, target.version)
             current = table.get(alias)
-            before = current["version"] if current else None
-            if want is not ANY and want != before:
-                raise PromotionConflict(
-                    f"{alias} points to {label(before)}, not the expected {label(want)}; "
-                    "nothing changed"
-                )
-            if before == target.version:
-                raise StoreError(f"{alias} already points to {label(before)}; nothing changed")
             previous = [*current["previous"], before] if current else []
             table[alias] = {"version": target.version, "previous": previous}
             return self._switch(table, alias, before, target.version, reason, actor, "promote")
@@ -177,16 +229,29 @@ class ModelStore:
             return self._switch(table, alias, current["version"], target, reason, actor, "rollback")
 
     def history(self, alias: str | None = None) -> list[HistoryEntry]:
-        """Every alias change, oldest first; only those of `alias` if given."""
+        """Every readable alias change, oldest first; `history_log` also says what was skipped."""
+        return self.history_log(alias).entries
+
+    def history_log(self, alias: str | None = None) -> HistoryLog:
+        """Every alias change, oldest first (only `alias`'s if given), and unreadable entries.
+
+        An unreadable entry is skipped and reported, never fatal: the last one is typically a
+        write cut short by a crash; one elsewhere is damage. The alias table, not the history,
+        decides what production is.
+        """
         if alias is not None:
             check_alias(alias)
-        entries = []
-        for number, line in enumerate(self._storage.read_history(), start=1):
+        lines = self._storage.read_history()
+        entries, problems = [], []
+        for number, line in enumerate(lines, start=1):
             try:
-                entries.append(HistoryEntry.from_dict(json.loads(line)))
+                entry = HistoryEntry.from_dict(json.loads(line))
             except (ValueError, KeyError, TypeError) as exc:
-                raise StoreError(f"history entry {number} is corrupt ({exc!r})") from None
-        return [entry for entry in entries if alias is None or entry.alias == alias]
+                problems.append(_history_problem(number, len(lines), line, exc))
+                continue
+            if alias is None or entry.alias == alias:
+                entries.append(entry)
+        return HistoryLog(entries, problems)
 
     # --- internals ------------------------------------------------------------------------
 
@@ -197,7 +262,11 @@ class ModelStore:
 
     def _metadata(self, number: int) -> dict[str, Any] | None:
         """A version's metadata; None if it is not (yet) complete; CorruptVersion if bad."""
-        raw = self._storage.read(f"versions/{number}/{METADATA_FILE}")
+        try:
+            raw = self._storage.read(f"versions/{number}/{METADATA_FILE}")
+        except OSError as exc:  # e.g. a directory in its place, or no permission
+            reason = exc.strerror or type(exc).__name__
+            raise CorruptVersion(f"v{number}: {METADATA_FILE} cannot be read ({reason})") from None
         if raw is None:
             return None
         try:
@@ -216,7 +285,7 @@ class ModelStore:
             version=number,
             created_at=metadata["created_at"],
             metrics={"accuracy": None, **metadata["metrics"]},
-            aliases=tuple(sorted(a for a, entry in table.items() if entry["version"] == number)),
+            aliases=_aliases_of(number, table),
             metadata=metadata,
             model_uri=self._storage.uri(f"versions/{number}/{MODEL_FILE}"),
         )
@@ -276,6 +345,18 @@ def _resolve_file(ref: str) -> ResolvedModel:
     return ResolvedModel(None, path, str(path), {})
 
 
+def _aliases_of(number: int, table: dict[str, Any]) -> tuple[str, ...]:
+    """The aliases that point to version `number`, sorted."""
+    return tuple(sorted(alias for alias, entry in table.items() if entry["version"] == number))
+
+
+def _history_problem(number: int, total: int, line: str, exc: Exception) -> str:
+    """One line on an unreadable history entry, quoting its start so a person can find it."""
+    where = "the last, probably cut short by a crash" if number == total else f"of {total}"
+    snippet = line[:_SNIPPET] + ("..." if len(line) > _SNIPPET else "")
+    return f"history entry {number} ({where}) is unreadable and skipped: {snippet!r} ({exc!r})"
+
+
 def _check_metadata(metadata: Any) -> None:
     """Metadata must be a dict with a dict of metrics whose accuracy, if given, is a number."""
     metrics = metadata.get("metrics", {}) if isinstance(metadata, dict) else None
@@ -293,7 +374,20 @@ def _check_change(alias: str, reason: str, actor: str) -> None:
         raise StoreError("an alias change needs a non-empty reason and actor")
 
 
-def _expected_version(expected: Expected) -> int | Literal[_Unchecked.ANY] | None:
+def _check_switch(table: dict[str, Any], alias: str, want: _Wanted, target: int) -> int | None:
+    """The version `alias` points to in `table`, if it may be switched to `target`."""
+    current = table.get(alias)
+    before = current["version"] if current else None
+    if want is not ANY and want != before:
+        raise PromotionConflict(
+            f"{alias} points to {label(before)}, not the expected {label(want)}; nothing changed"
+        )
+    if before == target:
+        raise StoreError(f"{alias} already points to {label(before)}; nothing changed")
+    return before
+
+
+def _expected_version(expected: Expected) -> _Wanted:
     """Normalise `expected`: ANY, None (alias must be unset) or a version number."""
     if expected is ANY or expected is None:
         return expected

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +17,7 @@ from model_store import (
     ANY,
     AliasNotFound,
     CorruptVersion,
+    InvalidModel,
     InvalidReference,
     ModelStore,
     PromotionConflict,
@@ -19,7 +25,9 @@ from model_store import (
     VersionNotFound,
     build_metadata,
 )
+from model_store.metadata import complete, to_json
 from model_store.object_storage import ObjectStorage
+from model_store.storage import sha256_file
 
 
 def metadata(accuracy: float) -> dict:
@@ -195,22 +203,93 @@ def test_missing_model_file(tmp_path: Path, model_file: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"{not json", b"[1, 2]", json.dumps({"version": 7, "metrics": {}}).encode()],
-    ids=["not-json", "not-object", "wrong-version"],
+    [b"{not json", b"[1, 2]", json.dumps({"version": 7, "metrics": {}}).encode(), None],
+    ids=["not-json", "not-object", "wrong-version", "a-directory"],
 )
-def test_corrupt_metadata(tmp_path: Path, model_file: Path, content: bytes) -> None:
+def test_corrupt_metadata(tmp_path: Path, model_file: Path, content: bytes | None) -> None:
     store = store_with_versions(tmp_path / "store", model_file, 2)
     store.promote(1, reason="first", actor="test")
-    (tmp_path / "store" / "versions" / "2" / "metadata.json").write_bytes(content)
+    path = tmp_path / "store" / "versions" / "2" / "metadata.json"
+    if content is None:
+        path.unlink()
+        path.mkdir()
+    else:
+        path.write_bytes(content)
 
     with pytest.raises(CorruptVersion, match=r"v2: metadata\.json"):
         store.get(2)
     with pytest.raises(CorruptVersion, match=r"v2: metadata\.json"):
         store.promote(2, reason="x", actor="test")
-    with pytest.raises(CorruptVersion, match=r"v2: metadata\.json"):
-        store.list_versions()
+    # One corrupt version does not hide the others: it is listed as corrupt.
+    assert [v.version for v in store.list_versions()] == [1]
+    listing = store.listing()
+    assert [v.version for v in listing.versions] == [1]
+    [corrupt] = listing.corrupt
+    assert (corrupt.version, corrupt.aliases) == (2, ())
+    assert corrupt.problem.startswith("v2: metadata.json")
     assert store.aliases() == {"production": 1}
     assert store.resolve("production").version == 1
+
+
+def legacy_version(root: Path, number: int, model: Path) -> None:
+    """A version as digitflow wrote it before infra validation: same files, no checks."""
+    directory = root / "versions" / str(number)
+    directory.mkdir(parents=True)
+    shutil.copyfile(model, directory / "model.keras")
+    record = {**complete({"metrics": {}}), "version": number}
+    record["model_sha256"] = sha256_file(directory / "model.keras")
+    (directory / "metadata.json").write_bytes(to_json(record))
+
+
+def bad_model(kind: str, directory: Path) -> Path:
+    """A real saved Keras model that must never serve, for reason `kind`."""
+    import keras
+    import numpy as np
+
+    layers = keras.layers
+    build = {
+        "lambda": lambda: [layers.Flatten(), layers.Lambda(lambda x: x * 2), layers.Dense(10)],
+        "flat-input": lambda: [layers.Dense(10, activation="softmax")],
+        "five-classes": lambda: [layers.Flatten(), layers.Dense(5, activation="softmax")],
+        "no-softmax": lambda: [layers.Flatten(), layers.Dense(10, kernel_initializer="ones")],
+        "nan-weights": lambda: [layers.Flatten(), layers.Dense(10, activation="softmax")],
+    }[kind]
+    model = keras.Sequential([keras.Input((784,) if kind == "flat-input" else (28, 28)), *build()])
+    if kind == "nan-weights":
+        model.set_weights([np.full_like(w, np.nan) for w in model.get_weights()])
+    path = directory / f"{kind}.keras"
+    model.save(path)
+    return path
+
+
+REFUSALS = {
+    "lambda": r"refused: Keras could not load the model \(.*Lambda.*safe_mode",
+    "flat-input": r"refused: input shape is \(None, 784\), expected \(None, 28, 28\)$",
+    "five-classes": r"refused: output shape is \(None, 5\), expected \(None, 10\)$",
+    "no-softmax": r"refused: on 20 MNIST test digits .* not probabilities",
+    "nan-weights": r"refused: on 20 MNIST test digits .* not finite",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(REFUSALS))
+def test_models_that_cannot_serve_are_never_registered_or_promoted(
+    tmp_path: Path, model_file: Path, kind: str
+) -> None:
+    root = tmp_path / "store"
+    store = store_with_versions(root, model_file, 1)
+    store.promote(1, reason="first", actor="test")
+    bad = bad_model(kind, tmp_path)
+    legacy_version(root, 2, bad)  # registered by a digitflow without validation
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+
+    with pytest.raises(InvalidModel, match=f"^{re.escape(str(bad))}: {REFUSALS[kind]}"):
+        store.register(bad, metadata(0.99))
+    with pytest.raises(InvalidModel, match=f"^v2: {REFUSALS[kind]}"):
+        store.promote(2, expected=1, reason="gate passed", actor="test")
+
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
+    assert store.aliases() == {"production": 1} and len(store.history()) == 1
+    assert store.load_model("production").output_shape == (None, 10)
 
 
 def test_lambda_layers_are_refused_by_safe_mode(tmp_path: Path) -> None:
@@ -220,7 +299,9 @@ def test_lambda_layers_are_refused_by_safe_mode(tmp_path: Path) -> None:
     path = tmp_path / "lambda.keras"
     model.save(path)
     store = ModelStore(tmp_path / "store")
-    store.register(path, {"metrics": {}})
+    with pytest.raises(InvalidModel, match=r"lambda\.keras: refused: Keras could not load"):
+        store.register(path, {"metrics": {}})
+    legacy_version(tmp_path / "store", 1, path)
     with pytest.raises(CorruptVersion, match=r"v1: Keras could not load.*safe_mode"):
         store.load_model(1)
 
@@ -252,6 +333,12 @@ def test_unknown_names_and_bad_aliases(tmp_path: Path, model_file: Path) -> None
     for alias in ("../production", "v3", "Prod", "a/b"):
         with pytest.raises(InvalidReference):
             store.promote(1, alias=alias, reason="x", actor="test")
+    for alias in ("none", "any"):  # `--expected none` and ANY: an alias could not be told apart
+        reserved = f"invalid alias '{alias}': any, none are reserved"
+        with pytest.raises(InvalidReference, match=reserved):
+            store.promote(1, alias=alias, reason="x", actor="test")
+        with pytest.raises(InvalidReference, match="reserved"):
+            store.get(alias)
     with pytest.raises(InvalidReference, match="expected must be a version"):
         store.promote(1, expected="production", reason="x", actor="test")
     with pytest.raises(StoreError, match="reason"):
@@ -287,3 +374,102 @@ def test_root_location(
     monkeypatch.setenv("DIGITFLOW_STORE", str(tmp_path / "shared"))
     assert ModelStore().root == str(tmp_path / "shared")
     assert ModelStore(tmp_path / "explicit").root == str(tmp_path / "explicit")
+
+
+def test_history_skips_and_reports_unreadable_entries(tmp_path: Path, model_file: Path) -> None:
+    store = store_with_versions(tmp_path / "store", model_file, 3)
+    store.promote(1, reason="first", actor="test")
+    store.promote(2, reason="second", actor="test")
+    log_file = tmp_path / "store" / "history.jsonl"
+    with log_file.open("ab") as fh:  # a crash in the middle of an append
+        fh.write(b'{"action": "promote", "alias": "produc')
+
+    log = store.history_log()
+    assert [(e.from_version, e.to_version) for e in log.entries] == [(None, 1), (1, 2)]
+    [torn] = log.problems
+    assert torn.startswith("history entry 3 (the last, probably cut short by a crash)")
+    assert '{"action": "promote", "alias": "produc' in torn
+    assert store.history() == log.entries
+
+    # The next change starts a line of its own: the fragment is now damage in the middle.
+    store.promote(3, reason="third", actor="test")
+    with log_file.open("ab") as fh:
+        fh.write(b"\xff\xfe not json\n")
+    log = store.history_log("production")
+    assert [(e.from_version, e.to_version) for e in log.entries] == [(None, 1), (1, 2), (2, 3)]
+    assert [problem.split(" is ")[0] for problem in log.problems] == [
+        "history entry 3 (of 5)",
+        "history entry 5 (the last, probably cut short by a crash)",
+    ]
+    assert store.aliases() == {"production": 3}
+
+
+def test_annotate_merges_keys_atomically_and_never_changes_identity(
+    store: ModelStore, model_file: Path
+) -> None:
+    registered = store.register(model_file, metadata(0.9))
+    race = {"lost_promotion_race": {"to": 7, "at": "2025-01-31T02:00:00+00:00"}}
+
+    annotated = store.annotate("v1", race)
+    assert annotated.metadata == {**registered.metadata, **race}
+    assert store.get(1) == annotated
+    later = store.annotate(1, {"lost_promotion_race": None, "note": "checked"})
+    assert later.metadata["lost_promotion_race"] is None and later.metadata["note"] == "checked"
+    assert store.resolve(1).local_path.read_bytes() == model_file.read_bytes()
+
+    for updates, message in [
+        ({"model_sha256": "0" * 64}, "cannot annotate model_sha256"),
+        ({"version": 2, "created_at": "now"}, "cannot annotate created_at, version"),
+        ({"metrics": [1]}, "'metrics' a dict"),
+        ({"score": math.inf}, "cannot store as JSON"),
+        ({1: "x"}, "string keys"),
+    ]:
+        with pytest.raises(StoreError, match=message):
+            store.annotate(1, updates)  # type: ignore[arg-type]
+    with pytest.raises(VersionNotFound):
+        store.annotate(2, {"note": "x"})
+    assert store.get(1) == later
+
+
+def test_check_writable_on_a_real_local_store(tmp_path: Path, model_file: Path) -> None:
+    missing = tmp_path / "new" / "store"
+    ModelStore(missing).check_writable()
+    assert missing.is_dir() and list(missing.iterdir()) == []  # the root, and nothing in it
+
+    a_file = tmp_path / "models.txt"
+    a_file.write_text("not a store")
+    for root in (a_file, a_file / "store"):
+        message = f"^store root {re.escape(str(root))} is not .*directory"
+        with pytest.raises(StoreError, match=message):
+            ModelStore(root).check_writable()
+    with pytest.raises(StoreError, match="is not writable"):
+        ModelStore(storage=ObjectStorage(str(a_file))).check_writable()
+    assert a_file.read_text() == "not a store"
+
+    store = store_with_versions(tmp_path / "store", model_file, 1)
+    store.check_writable()
+    (tmp_path / "store" / "aliases.json").write_text("{torn")
+    with pytest.raises(StoreError, match=r"aliases\.json is corrupt"):
+        store.check_writable()
+
+
+def test_check_writable_refuses_a_read_only_directory(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    root.mkdir()
+    root.chmod(0o555)
+    check = "import sys, model_store as m; m.ModelStore(sys.argv[1]).check_writable()"
+    command = [sys.executable, "-c", check, str(root)]
+    if os.geteuid() == 0:  # root writes anywhere: drop every capability for the check
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv to drop privileges")
+        command = [setpriv, "--bounding-set=-all", "--inh-caps=-all", *command]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    finally:
+        root.chmod(0o755)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"model_store.errors.StoreError: store root {root} is not writable (Permission denied)"
+    )
+    assert list(root.iterdir()) == []

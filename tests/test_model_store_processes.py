@@ -56,6 +56,7 @@ PROMOTE = """
 
     root, version, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     store = ModelStore(root)
+    import keras  # promotion validates the model: import it before the start line, not after
     print("ready", flush=True)
     while not go.exists():
         time.sleep(0.001)
@@ -190,3 +191,28 @@ def test_crash_between_model_and_pointer_leaves_production_intact(
     assert resolved.version == 1 and resolved.local_path.read_bytes() == model_file.read_bytes()
     store.promote(4, expected=1, reason="the flow's next run", actor="flow")
     assert store.aliases() == {"production": 4}
+
+
+ANNOTATE = """
+    import sys
+    from model_store import ModelStore
+
+    store, key, rounds = ModelStore(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    for n in range(rounds):
+        store.annotate(1, {key: n})
+"""
+
+
+def test_concurrent_annotations_lose_no_update(store: ModelStore) -> None:
+    identity = {k: store.get(1).metadata[k] for k in ("version", "model_sha256", "created_at")}
+    rounds, keys = 30, [f"note_{n}" for n in range(4)]
+    children = [start(ANNOTATE, store.root, key, rounds) for key in keys]
+    while any(child.poll() is None for child in children):
+        store.get(1)  # a torn metadata.json would raise CorruptVersion here
+    for child in children:
+        assert child.returncode == 0, child.stderr.read() if child.stderr else ""
+
+    metadata = store.get(1).metadata
+    assert {key: metadata.get(key) for key in keys} == dict.fromkeys(keys, rounds - 1)
+    assert {k: metadata[k] for k in identity} == identity
+    assert store.aliases() == {"production": 1}

@@ -1,4 +1,5 @@
-"""`digitflow models ...` end to end: the installed console script, in real subprocesses."""
+"""`digitflow models ...` end to end, and how `predict`/`evaluate` report a model file they
+cannot load: the installed console script, in real subprocesses."""
 
 from __future__ import annotations
 
@@ -27,15 +28,34 @@ def store(digitflow_home: Path, model_file: Path) -> ModelStore:
     return store
 
 
+@pytest.fixture(scope="module")
+def lambda_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real model with the right shapes and a Python lambda, which safe mode refuses to load."""
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            keras.layers.Flatten(),
+            keras.layers.Lambda(lambda x: x / 2),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    path = tmp_path_factory.mktemp("lambda") / "lambda.keras"
+    model.save(path)
+    return path
+
+
+def digitflow(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `digitflow ARGS...`."""
+    return subprocess.run(
+        [str(DIGITFLOW), *map(str, args)], capture_output=True, text=True, timeout=180, env=env
+    )
+
+
 def models(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `digitflow models ARGS...`."""
-    return subprocess.run(
-        [str(DIGITFLOW), "models", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    return digitflow("models", *args, env=env)
 
 
 def json_of(done: subprocess.CompletedProcess[str]) -> Any:
@@ -151,3 +171,74 @@ def test_models_commands_stay_import_cheap(store: ModelStore) -> None:
         assert models("list").returncode == 0
         timings.append(time.perf_counter() - started)
     assert min(timings) < 2.0
+
+
+def test_register_refuses_a_model_safe_mode_cannot_load(
+    store: ModelStore, lambda_model: Path
+) -> None:
+    done = models("register", lambda_model)
+    assert done.returncode == 1
+    [line] = error_lines(done)
+    assert line.startswith(f"error: {lambda_model}: refused: Keras could not load the model (")
+    assert "safe_mode" in line and "Traceback" not in done.stderr
+    assert [v.version for v in store.list_versions()] == [1, 2]
+    assert not (Path(store.root) / "versions" / "3").exists()
+
+
+def test_list_shows_a_corrupt_version_and_the_rest(store: ModelStore) -> None:
+    store.promote(2, alias="canary", reason="try", actor="test")
+    (Path(store.root) / "versions" / "2" / "metadata.json").write_text('{"version": 2, "metr')
+
+    listed = models("list")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line for line in listed.stdout.splitlines() if "v1" in line or "v2" in line]
+    assert "0.9712" in rows[0] and "production" in rows[0]
+    assert "corrupt" in rows[1] and "canary" in rows[1]
+    [warning] = [line for line in listed.stderr.splitlines() if line.startswith("warning:")]
+    assert warning.startswith("warning: v2: metadata.json is not valid JSON")
+
+    as_json = json_of(models("list", "--json"))
+    assert as_json[0]["version"] == 1 and as_json[0]["metrics"]["accuracy"] == 0.9712
+    assert as_json[1]["version"] == 2 and as_json[1]["aliases"] == ["canary"]
+    assert as_json[1]["problem"].startswith("v2: metadata.json is not valid JSON")
+
+
+def test_history_skips_a_torn_last_line_with_a_warning(store: ModelStore) -> None:
+    with (Path(store.root) / "history.jsonl").open("ab") as fh:
+        fh.write(b'{"alias": "production", "from": 1, "to"')
+
+    done = models("history", "--json")
+    assert [(h["from"], h["to"]) for h in json_of(done)] == [(None, 1)]
+    [warning] = [line for line in done.stderr.splitlines() if line.startswith("warning:")]
+    assert warning.startswith("warning: history entry 2 (the last, probably cut short by a crash)")
+    assert models("promote", "2", "--expected", "v1").returncode == 0
+    assert [(h["from"], h["to"]) for h in json_of(models("history", "--json"))] == [
+        (None, 1),
+        (1, 2),
+    ]
+
+
+@pytest.mark.parametrize("alias", ["none", "any"])
+def test_reserved_alias_names_are_refused(store: ModelStore, alias: str) -> None:
+    done = models("promote", "2", "--alias", alias)
+    assert done.returncode == 1
+    assert error_lines(done) == [f"error: invalid alias '{alias}': any, none are reserved words"]
+    assert store.aliases() == {"production": 1}
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_model_file_keras_cannot_load_is_one_error_line(
+    tmp_path: Path, lambda_model: Path, command: str
+) -> None:
+    from PIL import Image
+
+    image = tmp_path / "seven.png"
+    Image.new("L", (28, 28), 0).save(image)
+    args = [image, "--model", lambda_model] if command == "predict" else [lambda_model]
+
+    done = digitflow(command, *args)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {lambda_model}: Keras could not load the model (")
+    assert "safe_mode" in line
