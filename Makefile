@@ -29,7 +29,7 @@ lock: install
 run: install
 	$(BIN)/digitflow retrain --profile fast
 	$(BIN)/digitflow data scans out/scans --count 200
-	$(BIN)/digitflow classify out/scans --output out/predictions.csv
+	$(BIN)/digitflow classify out/scans --output out/predictions.csv --overwrite
 	@echo "Results: out/predictions.csv (errors: out/predictions.errors.csv)."
 	@echo "Runs and reports in the Prefect UI: make server, then open http://127.0.0.1:4200"
 

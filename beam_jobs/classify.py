@@ -4,12 +4,15 @@ In the style of Beam's `examples/inference`: `run(argv)` parses this job's optio
 every other option to Beam, so the same code runs on the DirectRunner, Dataflow, Flink or Spark:
 
     python -m beam_jobs.classify --input scans/ --output out/results.csv \
-        [--model production|7|v7|PATH.keras] [--store URI] [--shards N] \
-        [--min_confidence 0.8] [--batch_size 256] [--runner ... and other Beam options]
+        [--model production|7|v7|PATH.keras] [--store URI] [--shards N] [--overwrite] \
+        [--min_confidence 0.8] [--batch_size 256] [--progress_s 10] \
+        [--runner ... and other Beam options]
 
-The model is resolved once, here at launch, to one immutable file (a store version's
-`versions/<n>/model.keras` and its sha256): every worker loads and verifies exactly that file,
-and its version is written on every row, whatever happens to the `production` alias meanwhile.
+At launch, before anything runs: the model is resolved to one immutable file (a store version's
+`versions/<n>/model.keras` and its sha256), which every worker loads and verifies and whose
+version is written on every row, whatever happens to the `production` alias meanwhile; the
+output is checked (beam_jobs.outputs); the input is listed once, to refuse an input without image
+files and to size the job. The pipeline lists it again on a worker.
 """
 
 from __future__ import annotations
@@ -17,10 +20,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -29,18 +31,24 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from beam_jobs.csv_rows import COLUMNS, DEFAULT_MIN_CONFIDENCE, ERROR_COLUMNS, errors_path
+from beam_jobs.inputs import Source
 from beam_jobs.keras_handler import KerasModelHandler
+from beam_jobs.outputs import refusal, remove_temp_folders, sharded_paths, temp_folders
 from beam_jobs.transforms import (
     NAMESPACE,
     ClassifyImages,
     FormatErrors,
-    MatchImageFiles,
+    ListImageFiles,
+    LogProgress,
     PreprocessImages,
     WriteCsv,
-    sharded_paths,
 )
+from digitflow.listing import Kind
+from digitflow.preprocess import IMAGE_EXTENSIONS
 from model_store import ModelStore, StoreError
 from model_store.storage import sha256_file
+
+log = logging.getLogger(__name__)
 
 # The CNN's CPU time per image, measured by batch size: 0.64 ms at 8, 0.48 at 64, 0.46 at 256,
 # 0.42 at 1,024. From 256 on, larger batches save little and hold more images per worker.
@@ -48,12 +56,12 @@ DEFAULT_BATCH_SIZE = 256
 # The DirectRunner's default mode: in-process below this many files, a process per core from
 # it (see direct_defaults).
 MULTI_PROCESS_FROM = 5_000
-_GLOB_CHARS = re.compile(r"[*?\[]")
+PROGRESS_EVERY_S = 10.0
 _DIRECT_RUNNERS = {"direct", "switchingdirect", "fnapi"}
 
 
 class ClassifyError(Exception):
-    """The job cannot start: no input files, no model, bad options. `str()` says why."""
+    """The job cannot start: no input files, no model, a refused output... `str()` says why."""
 
 
 @dataclass(frozen=True)
@@ -135,7 +143,16 @@ def parse_known_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[s
         help="Rows below this confidence are marked low_confidence=true.",
     )
     parser.add_argument(
+        "--overwrite", action="store_true", help="Replace existing results and errors files."
+    )
+    parser.add_argument(
         "--batch_size", type=_positive_int, default=DEFAULT_BATCH_SIZE, help="Images per predict."
+    )
+    parser.add_argument(
+        "--progress_s",
+        type=float,
+        default=PROGRESS_EVERY_S,
+        help="Seconds between progress lines in the log, per worker.",
     )
     return parser.parse_known_args(argv)
 
@@ -148,6 +165,7 @@ def job_args(
     store: str | None = None,
     shards: int = 1,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    overwrite: bool = False,
     beam_args: list[str] | None = None,
 ) -> list[str]:
     """`run`'s argv for these settings, Beam's options last."""
@@ -155,24 +173,29 @@ def job_args(
     argv += ["--min_confidence", str(min_confidence)]
     if store is not None:
         argv += ["--store", store]
+    if overwrite:
+        argv.append("--overwrite")
     return argv + list(beam_args or [])
 
 
 def run(argv: list[str] | None = None) -> ClassifySummary:
-    """Launch the job, wait for it, and return its summary.
+    """Check, launch the job, wait for it, and return its summary.
 
-    Raises ClassifyError when it cannot start; a failed job raises the runner's error.
+    Raises ClassifyError when it cannot start; a failed job raises the runner's error, after
+    removing the temp folders it created.
     """
     start = time.monotonic()
     known, beam_args = parse_known_args(argv)
     options = PipelineOptions(beam_args)
     FileSystems.set_options(options)  # credentials and regions for gs:// s3:// at launch too
     model = resolve_model(known.model, known.store)
-    pattern = input_pattern(known.input)
-    direct = _is_direct(options)
-    files = count_files(pattern, known.input, MULTI_PROCESS_FROM if direct else 1)
-    if direct:
-        options = PipelineOptions(beam_args + direct_defaults(options, beam_args, files))
+    source = Source.parse(known.input)
+    check_output(known.output, known.shards, source, known.overwrite)
+    found = survey(source)
+    if _is_direct(options):
+        images = found[Kind.IMAGE] + found[Kind.UNREADABLE]
+        options = PipelineOptions(beam_args + direct_defaults(options, beam_args, images))
+    log.info("%s", start_line(known.input, found, model, options))
 
     pipeline = beam.Pipeline(options=options)
     handler = KerasModelHandler(
@@ -181,26 +204,17 @@ def run(argv: list[str] | None = None) -> ClassifySummary:
         batch_size=known.batch_size,
         intra_op_threads=_tf_threads(options),
     )
-    images, failures = (
-        pipeline | "MatchImages" >> MatchImageFiles(pattern) | "Preprocess" >> PreprocessImages()
-    )
-    _ = (
-        images
-        | "Classify" >> ClassifyImages(handler, model.label, known.min_confidence)
-        | "WriteResults" >> WriteCsv(known.output, COLUMNS, known.shards)
-    )
     errors = errors_path(known.output)
-    _ = (
-        failures
-        | "FormatErrors" >> FormatErrors()
-        | "WriteErrors" >> WriteCsv(errors, ERROR_COLUMNS)
-    )
-    result = pipeline.run()
-    state = result.wait_until_finish()
-    if state != PipelineState.DONE:
-        raise RuntimeError(f"the job ended in state {state}")
+    paths, unreadable = pipeline | "ListInput" >> ListImageFiles(source)
+    images, bad_images = paths | "Preprocess" >> PreprocessImages()
+    results = images | "Classify" >> ClassifyImages(handler, model.label, known.min_confidence)
+    failures = (unreadable, bad_images) | "AllFailures" >> beam.Flatten()
+    error_lines = failures | "FormatErrors" >> FormatErrors()
+    _ = results | "WriteResults" >> WriteCsv(known.output, COLUMNS, known.shards)
+    _ = error_lines | "WriteErrors" >> WriteCsv(errors, ERROR_COLUMNS)
+    _ = (results, error_lines) | "AllRows" >> beam.Flatten() | LogProgress(known.progress_s)
 
-    counters = _counters(result)
+    counters = _run_cleaning_up(pipeline, known.output, known.shards)
     return ClassifySummary(
         input=known.input,
         results=sharded_paths(known.output, known.shards),
@@ -214,6 +228,32 @@ def run(argv: list[str] | None = None) -> ClassifySummary:
         low_confidence=counters.get("low_confidence", 0),
         elapsed_s=time.monotonic() - start,
     )
+
+
+def check_output(output: str, shards: int, source: Source, overwrite: bool) -> None:
+    """ClassifyError when the job must not write to `output` (see beam_jobs.outputs)."""
+    try:
+        refused = refusal(output, shards, source, overwrite)
+    except OSError as error:  # Beam's BeamIOError: a bucket that is not there, no access, ...
+        raise ClassifyError(f"cannot check --output {output}: {error}") from None
+    if refused:
+        raise ClassifyError(refused)
+
+
+def survey(source: Source) -> Counter[Kind]:
+    """How many entries of each kind the input has; ClassifyError for none, or no images."""
+    try:
+        found = Counter(entry.kind for entry in source.entries())
+    except OSError as error:  # Beam's BeamIOError: a bucket that is not there, no access, ...
+        raise ClassifyError(f"cannot list {source.given}: {error}") from None
+    if not found:
+        raise ClassifyError(f"no files match {source.given}")
+    if not found[Kind.IMAGE] + found[Kind.UNREADABLE]:
+        kinds = ", ".join(sorted(extension[1:] for extension in IMAGE_EXTENSIONS))
+        raise ClassifyError(
+            f"no image files in {source.given}: {found.total():,} files, none named {kinds}"
+        )
+    return found
 
 
 def direct_defaults(options: PipelineOptions, beam_args: list[str], files: int) -> list[str]:
@@ -247,43 +287,35 @@ def resolve_model(ref: str, store: str | None) -> LaunchModel:
     return LaunchModel(f"v{resolved.version}", resolved.uri, resolved.metadata["model_sha256"])
 
 
-def input_pattern(source: str) -> str:
-    """A Beam file pattern for a folder (recursive), a file, a glob or an object-store prefix.
-
-    An existing path is taken literally, even with `*?[` in its name; otherwise those are glob
-    characters.
-    """
-    if FileSystems.get_scheme(source) is None:
-        path = Path(source).expanduser().absolute()
-        if path.is_dir():
-            pattern = f"{_escape(str(path))}/**"
-        elif path.exists() or not _GLOB_CHARS.search(source):
-            pattern = _escape(str(path))
-        else:
-            pattern = str(path)
-    elif FileSystems.exists(source):  # one object
-        pattern = _escape(source)
-    elif _GLOB_CHARS.search(source):
-        pattern = source
-    else:  # a prefix, with or without its trailing slash
-        pattern = f"{_escape(source.rstrip('/'))}/**"
-    return pattern
+def start_line(
+    source: str, found: Counter[Kind], model: LaunchModel, options: PipelineOptions
+) -> str:
+    """What the job is about to do: files matched, the model, the runner and its mode."""
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    if _is_direct(options):
+        direct = options.view_as(DirectOptions)
+        workers = direct.direct_num_workers if direct.direct_running_mode != "in_memory" else 1
+        runner += f" ({direct.direct_running_mode}, {workers} worker{'s' * (workers > 1)})"
+    return (
+        f"classifying {source}: {found.total():,} files matched ({found[Kind.IMAGE]:,} images, "
+        f"{found[Kind.UNREADABLE]:,} unreadable, {found[Kind.OTHER]:,} ignored); "
+        f"model {model.label}; runner {runner}"
+    )
 
 
-def count_files(pattern: str, source: str, limit: int) -> int:
-    """How many files match, counting no further than `limit`; ClassifyError for none."""
+def _run_cleaning_up(pipeline: beam.Pipeline, output: str, shards: int) -> dict[str, int]:
+    """Run the pipeline to its end and return its counters; if it fails, remove the temp
+    folders it created next to the output (and only those) before raising."""
+    before = temp_folders(output, shards)
     try:
-        found = len(FileSystems.match([pattern], limits=[limit])[0].metadata_list)
-    except OSError as error:  # Beam's BeamIOError: a bucket that is not there, no access, ...
-        raise ClassifyError(f"cannot list {source}: {error}") from None
-    if not found:
-        raise ClassifyError(f"no files match {source}")
-    return found
-
-
-def _escape(literal: str) -> str:
-    """Quote glob characters in a literal path, so `scans [old]/` matches only itself."""
-    return re.sub(r"[*?\[]", lambda m: f"[{m.group(0)}]", literal)
+        result = pipeline.run()
+        state = result.wait_until_finish()
+        if state != PipelineState.DONE:
+            raise RuntimeError(f"the job ended in state {state}")
+    except BaseException:
+        remove_temp_folders(temp_folders(output, shards) - before)
+        raise
+    return _counters(result)
 
 
 def _tf_threads(options: PipelineOptions) -> int | None:

@@ -6,10 +6,12 @@ Prefect are imported inside the command only.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.logging import RichHandler
 
 from beam_jobs.csv_rows import DEFAULT_MIN_CONFIDENCE
 
@@ -59,6 +61,9 @@ def classify_command(
     min_confidence: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Rows below it get low_confidence=true.")
     ] = DEFAULT_MIN_CONFIDENCE,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace existing results and errors files.")
+    ] = False,
     prefect: Annotated[
         bool,
         typer.Option(
@@ -71,6 +76,9 @@ def classify_command(
     Other options go to Beam: --runner (DataflowRunner, FlinkRunner, SparkRunner) and theirs.
 
     Locally (DirectRunner): in-process below 5,000 files, else a worker process per core.
+
+    Refused before anything runs: an output that is a folder, has glob characters, lies in the
+    input, or exists (unless --overwrite).
 
     Exit status 0 when the job ran, bad images included (listed in PATH.errors.csv), else 1.
     """
@@ -89,8 +97,10 @@ def classify_command(
         "store": store,
         "shards": shards,
         "min_confidence": min_confidence,
+        "overwrite": overwrite,
         "beam_args": ctx.args,
     }
+    _log_to_stderr()
     try:
         summary = _run_flow(settings) if prefect else run(job_args(**settings))
     except ClassifyError as error:
@@ -103,6 +113,15 @@ def classify_command(
     console.print(summary.report(), highlight=False, soft_wrap=True)
 
 
+def _log_to_stderr() -> None:
+    """The job's start and progress lines (logger `beam_jobs`) on stderr, once."""
+    logger = logging.getLogger("beam_jobs")
+    if not logger.handlers:
+        logger.setLevel(logging.INFO)
+        logger.addHandler(RichHandler(console=err_console, show_path=False))
+        logger.propagate = False  # Prefect's root handlers would print every line again
+
+
 def _run_flow(settings: dict[str, Any]) -> ClassifySummary:
     """Run the job inside the `classify-folder` Prefect flow; print where the run is shown."""
     from prefect.settings import get_current_settings
@@ -113,6 +132,7 @@ def _run_flow(settings: dict[str, Any]) -> ClassifySummary:
     where = prefect.api.url or "a temporary local Prefect server"
     console.print(f"running flow classify-folder on {where}", highlight=False)
     state = classify_folder(**settings, return_state=True)
+    console.print(f"flow run state: {state.name}", highlight=False)
     if prefect.ui_url:
         run_page = f"runs/flow-run/{state.state_details.flow_run_id}"
         console.print(f"flow run: {prefect.ui_url}/{run_page}", highlight=False)

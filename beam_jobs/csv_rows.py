@@ -1,8 +1,9 @@
 """The CSV files a bulk classification writes: columns, rows and file names.
 
 Rows are formatted with the csv module (minimal quoting), so paths with commas, quotes, spaces,
-newlines or non-ASCII characters survive a round trip through any CSV reader. Cheap to import
-(standard library only): the CLI reads its defaults from here.
+line breaks (`\n` or `\r`) or non-ASCII characters survive a round trip through any CSV reader.
+Paths arrive as text already (`digitflow.listing.path_text`). Cheap to import (standard library
+only): the CLI reads its defaults from here.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ ERROR_COLUMNS: tuple[str, ...] = ("path", "error")
 def csv_line(values: Sequence[object]) -> str:
     """One CSV record without its line terminator (WriteToText adds the newline)."""
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow(values)
-    return buffer.getvalue()[:-1]
+    # Minimal quoting quotes a field holding any character of the terminator: with "\r\n" that
+    # is both `\r` and `\n` (with "\n" alone a `\r` would go out bare and break the file).
+    csv.writer(buffer, lineterminator="\r\n").writerow(values)
+    return buffer.getvalue()[:-2]
 
 
 def prediction_line(

@@ -1,10 +1,14 @@
 """The transforms of the bulk classification pipeline, each usable and testable on its own.
 
-    MatchImageFiles   file pattern -> ReadableFile of each image file (others counted, dropped)
-    PreprocessImages  ReadableFile -> (path, 28x28 float32 image), plus (path, reason) failures
+    ListImageFiles    a Source -> image file paths, plus (path, reason) for unreadable entries
+    PreprocessImages  path -> (path, 28x28 float32 image), plus (path, reason) failures
     ClassifyImages    (path, image) -> results CSV line, through RunInference
     FormatErrors      (path, reason) -> errors CSV line
     WriteCsv          CSV lines -> one file with a header, or N shards each with the header
+    LogProgress       CSV lines -> a progress line in the log every few seconds, per worker
+
+Paths travel as bytes (`os.fsencode`), so names that are not valid UTF-8 pass Beam's coders
+intact; the CSV files get them as `digitflow.listing.path_text` writes them.
 
 Counters (namespace `digitflow.classify`): files_matched, files_ignored, images_classified,
 images_failed, low_confidence.
@@ -14,18 +18,20 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import CompressionTypes, FileMetadata
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 from apache_beam.pvalue import TaggedOutput
 
 from beam_jobs.csv_rows import csv_line, error_line, prediction_line
-from digitflow.preprocess import IMAGE_EXTENSIONS, PreprocessError, to_mnist
+from beam_jobs.inputs import Source, read_input
+from beam_jobs.outputs import file_prefix
+from digitflow.listing import Kind, UnreadableError, path_text
+from digitflow.preprocess import PreprocessError, to_mnist
 
 log = logging.getLogger(__name__)
 
@@ -39,90 +45,95 @@ _low_confidence = Metrics.counter(NAMESPACE, "low_confidence")
 # CSV lines per block on the way to the writer: one element per image would cost the runner's
 # shuffle and the writing worker Python objects per line (~80 MB more peak RSS at 100k images).
 LINES_PER_BLOCK = 256
-Image = tuple[str, np.ndarray]
-Failure = tuple[str, str]
+FAILURES = "failures"
+Image = tuple[bytes, np.ndarray]
+Failure = tuple[bytes, str]
 
 
-def is_image_path(path: str) -> bool:
-    """True for the image extensions the preprocessing reads, in any letter case."""
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+class _ListEntries(beam.DoFn):
+    """Every entry of the source: image paths out, unreadable ones as failures, others counted."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+
+    def process(self, _: bytes):
+        for entry in self.source.entries():
+            _files_matched.inc()
+            path = os.fsencode(entry.path)
+            if entry.kind is Kind.IMAGE:
+                yield path
+            elif entry.kind is Kind.UNREADABLE:
+                yield TaggedOutput(FAILURES, (path, entry.reason))
+            else:
+                _files_ignored.inc()
 
 
-def _keep_image(metadata: FileMetadata) -> bool:
-    _files_matched.inc()
-    if is_image_path(metadata.path):
-        return True
-    _files_ignored.inc()
-    return False
+class ListImageFiles(beam.PTransform):
+    """A Source -> (image file paths, (path, reason) for each entry that cannot be read).
 
-
-class MatchImageFiles(beam.PTransform):
-    """All files matching a pattern (local, gs://, s3://, ...), kept if they are images.
-
-    A reshuffle after matching spreads the files over all workers: the match itself is one
-    element, and without it the whole job would run where the listing ran.
+    One worker lists (as Beam's MatchFiles does); a reshuffle then spreads the files over all
+    workers, or the whole job would run where the listing ran.
     """
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, source: Source) -> None:
         super().__init__()
-        self.pattern = pattern
+        self.source = source
 
-    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection[fileio.ReadableFile]:
-        return (
+    def expand(
+        self, pbegin: beam.pvalue.PBegin
+    ) -> tuple[beam.PCollection[bytes], beam.PCollection[Failure]]:
+        listing = beam.ParDo(_ListEntries(self.source)).with_output_types(bytes, failures=Failure)
+        listed = (
             pbegin
-            | "Match" >> fileio.MatchFiles(self.pattern, fileio.EmptyMatchTreatment.DISALLOW)
-            | "KeepImages" >> beam.Filter(_keep_image)
-            | "Spread" >> beam.Reshuffle()
-            | "Open" >> fileio.ReadMatches(compression=CompressionTypes.UNCOMPRESSED)
+            | "Start" >> beam.Impulse()
+            | "List" >> listing.with_outputs(FAILURES, main="images")
         )
+        return listed.images | "Spread" >> beam.Reshuffle(), listed[FAILURES]
 
 
 class _Preprocess(beam.DoFn):
     """Read and preprocess one file; a file that is not a usable digit image is a failure."""
 
-    def process(self, file: fileio.ReadableFile):
-        path = file.metadata.path
+    def process(self, path: bytes):
         try:
-            yield path, to_mnist(file.read())
-        except PreprocessError as error:
-            yield TaggedOutput(PreprocessImages.FAILURES, (path, str(error)))
-        except OSError as error:
+            yield path, to_mnist(read_input(path))
+        except (PreprocessError, UnreadableError) as error:
+            yield TaggedOutput(FAILURES, (path, str(error)))
+        except OSError as error:  # an object store's read
             reason = getattr(error, "strerror", None) or type(error).__name__
-            yield TaggedOutput(PreprocessImages.FAILURES, (path, f"unreadable: {reason}"))
+            yield TaggedOutput(FAILURES, (path, f"unreadable: {reason}"))
 
 
-def _unexpected_failure(dead_letter: tuple[fileio.ReadableFile, tuple[Any, ...]]) -> Failure:
+def _unexpected_failure(dead_letter: tuple[bytes, tuple[Any, ...]]) -> Failure:
     """A dead letter from `with_exception_handling` -> (path, reason); the traceback is logged."""
-    file, (error_type, _, trace) = dead_letter
-    log.error("unexpected error on %s:\n%s", file.metadata.path, "".join(trace))
-    return file.metadata.path, f"unreadable: unexpected {error_type.__name__}"
+    path, (error_type, _, trace) = dead_letter
+    log.error("unexpected error on %s:\n%s", path_text(path), "".join(trace))
+    return path, f"unreadable: unexpected {error_type.__name__}"
 
 
 class PreprocessImages(beam.PTransform):
-    """ReadableFile -> (images, failures): `(path, image)` and `(path, short human reason)`.
+    """Path -> (images, failures): `(path, image)` and `(path, short human reason)`.
 
     Known failures (empty, unreadable, truncated, too large, blank) come from the core's
     preprocessing; anything unexpected goes through Beam's dead-letter output instead of
     stopping the job.
     """
 
-    FAILURES = "failures"
-
     def expand(
-        self, files: beam.PCollection[fileio.ReadableFile]
+        self, paths: beam.PCollection[bytes]
     ) -> tuple[beam.PCollection[Image], beam.PCollection[Failure]]:
         to_mnist = beam.ParDo(_Preprocess()).with_output_types(Image, failures=Failure)
-        outputs = files | "ToMnist" >> to_mnist.with_outputs(
-            self.FAILURES, main="images"
+        outputs = paths | "ToMnist" >> to_mnist.with_outputs(
+            FAILURES, main="images"
         ).with_exception_handling(dead_letter_tag="unexpected")
         unexpected = outputs.unexpected | "Unexpected" >> beam.Map(_unexpected_failure)
-        failures = (outputs[self.FAILURES], unexpected) | "AllFailures" >> beam.Flatten()
+        failures = (outputs[FAILURES], unexpected) | "AllFailures" >> beam.Flatten()
         return outputs.images, failures
 
 
-def _prediction_line(element: tuple[str, Any], model_version: str, min_confidence: float) -> str:
+def _prediction_line(element: tuple[bytes, Any], model_version: str, min_confidence: float) -> str:
     path, result = element
-    line = prediction_line(path, result.inference, model_version, min_confidence)
+    line = prediction_line(path_text(path), result.inference, model_version, min_confidence)
     _images_classified.inc()
     if result.inference.max() < min_confidence:
         _low_confidence.inc()
@@ -147,8 +158,9 @@ class ClassifyImages(beam.PTransform):
 
 
 def _error_line(failure: Failure) -> str:
+    path, reason = failure
     _images_failed.inc()
-    return error_line(*failure)
+    return error_line(path_text(path), reason)
 
 
 class FormatErrors(beam.PTransform):
@@ -179,19 +191,44 @@ class WriteCsv(beam.PTransform):
             >> beam.BatchElements(min_batch_size=LINES_PER_BLOCK, max_batch_size=LINES_PER_BLOCK)
             | "Join" >> beam.Map("\n".join)
         )
-        if self.shards == 1:
-            return blocks | "Write" >> beam.io.WriteToText(
-                self.path, num_shards=1, shard_name_template="", header=header
-            )
-        stem, suffix = os.path.splitext(self.path)
+        prefix, suffix = file_prefix(self.path, self.shards)
         return blocks | "Write" >> beam.io.WriteToText(
-            stem, file_name_suffix=suffix, num_shards=self.shards, header=header
+            prefix,
+            file_name_suffix=suffix,
+            num_shards=self.shards,
+            shard_name_template="" if self.shards == 1 else None,
+            header=header,
         )
 
 
-def sharded_paths(path: str, shards: int) -> str:
-    """The glob of the files WriteCsv writes for `path` and `shards`."""
-    if shards == 1:
-        return path
-    stem, suffix = os.path.splitext(path)
-    return f"{stem}-*-of-{shards:05d}{suffix}"
+class _LogProgress(beam.DoFn):
+    """Counts rows in this worker; logs the count and rate every `every_s` seconds."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+
+    def setup(self) -> None:
+        self.rows = 0
+        self.started = self.logged = 0.0
+
+    def process(self, _: str):
+        now = time.monotonic()
+        if not self.rows:
+            self.started = self.logged = now
+        self.rows += 1
+        if now - self.logged >= self.every_s:
+            self.logged = now
+            elapsed = now - self.started
+            rate = f", {self.rows / elapsed:,.0f}/s" if elapsed else ""
+            log.info("progress: %s images done by this worker%s", f"{self.rows:,}", rate)
+
+
+class LogProgress(beam.PTransform):
+    """Results and error lines -> a progress line every `every_s` seconds, per worker."""
+
+    def __init__(self, every_s: float) -> None:
+        super().__init__()
+        self.every_s = every_s
+
+    def expand(self, lines: beam.PCollection[str]) -> beam.PCollection[None]:
+        return lines | "Count" >> beam.ParDo(_LogProgress(self.every_s))

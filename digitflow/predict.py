@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from digitflow.preprocess import IMAGE_EXTENSIONS, PreprocessError, to_mnist
+from digitflow.listing import Entry, Kind, UnreadableError, path_text, read_file, walk
+from digitflow.preprocess import PreprocessError, to_mnist
 
 
 @dataclass(frozen=True)
 class Prediction:
-    path: str
+    path: str  # as `digitflow.listing.path_text` writes it
     digit: int
     confidence: float
     probabilities: tuple[float, ...]
@@ -25,42 +26,43 @@ class Failure:
     error: str
 
 
-def image_files(paths: Iterable[Path]) -> Iterator[Path]:
-    """Files as given; folders expanded recursively to their image files, sorted."""
+def image_files(paths: Iterable[str]) -> Iterator[Entry]:
+    """Files as given; folders walked (`digitflow.listing.walk`) to their image files and the
+    entries that cannot be read, which `predict_files` reports as failures."""
     for path in paths:
-        if path.is_dir():
-            yield from sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
+        if os.path.isdir(path):
+            yield from (entry for entry in walk(path) if entry.kind is not Kind.OTHER)
         else:
-            yield path
+            yield Entry(path, Kind.IMAGE)
 
 
-def _preprocessed(path: Path) -> np.ndarray | Failure:
+def _preprocessed(entry: Entry) -> np.ndarray | Failure:
+    if entry.kind is Kind.UNREADABLE:
+        return Failure(path_text(entry.path), entry.reason)
     try:
-        return to_mnist(path.read_bytes())
-    except OSError as error:
-        return Failure(str(path), f"cannot read: {error.strerror or error}")
-    except PreprocessError as error:
-        return Failure(str(path), str(error))
+        return to_mnist(read_file(entry.path))
+    except (UnreadableError, PreprocessError) as error:
+        return Failure(path_text(entry.path), str(error))
 
 
 def predict_files(
-    model, paths: Iterable[Path], batch_size: int = 256
+    model, entries: Iterable[Entry], batch_size: int = 256
 ) -> list[Prediction | Failure]:
-    """One result per file, in order; a bad file is a `Failure`, never an exception."""
+    """One result per entry, in order; a bad file is a `Failure`, never an exception."""
     results: list[Prediction | Failure] = []
-    files = list(paths)
+    files = list(entries)
     for start in range(0, len(files), batch_size):
-        chunk = [(path, _preprocessed(path)) for path in files[start : start + batch_size]]
+        chunk = [(entry, _preprocessed(entry)) for entry in files[start : start + batch_size]]
         images = [x for _, x in chunk if isinstance(x, np.ndarray)]
         probabilities = iter(model.predict(np.stack(images), verbose=0) if images else [])
-        for path, x in chunk:
+        for entry, x in chunk:
             if isinstance(x, Failure):
                 results.append(x)
                 continue
             p = next(probabilities)
             results.append(
-                Prediction(str(path), int(p.argmax()), float(p.max()), tuple(map(float, p)))
+                Prediction(
+                    path_text(entry.path), int(p.argmax()), float(p.max()), tuple(map(float, p))
+                )
             )
     return results

@@ -1,24 +1,43 @@
 """The `classify-folder` flow: one bulk classification with the Beam pipeline, as a Prefect run.
 
 Bulk runs then show in the Prefect UI next to the retraining runs, each with its summary as a
-markdown artifact (key `classify-folder-summary`). Importable on its own: it needs only Prefect
-and `beam_jobs`.
+markdown artifact (key `classify-folder-summary`) that lists the first errors too. A run with bad
+files ends in a Completed state named `Completed with errors (N)`. Importable on its own: it
+needs only Prefect and `beam_jobs`.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import itertools
+import re
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, State
 
 from beam_jobs.classify import ClassifySummary, job_args, run
 from beam_jobs.csv_rows import DEFAULT_MIN_CONFIDENCE
 
 SUMMARY_KEY = "classify-folder-summary"
+FIRST_ERRORS = 20
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>|~])")  # not `_`: literal within words
 
 
-def summary_markdown(summary: ClassifySummary) -> str:
-    """The artifact: counts, speed, the model and where the CSV files are."""
+def first_errors(errors_csv: str, limit: int = FIRST_ERRORS) -> list[tuple[str, str]]:
+    """The first `limit` (path, reason) rows of an errors file, local or on an object store."""
+    with FileSystems.open(errors_csv, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        rows = csv.reader(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
+        next(rows, None)  # the header
+        return [(path, reason) for path, reason in itertools.islice(rows, limit)]
+
+
+def summary_markdown(summary: ClassifySummary, errors: list[tuple[str, str]]) -> str:
+    """The artifact: counts, speed, the model, where the CSV files are and the first errors."""
     rows = [
         ("input", f"`{summary.input}`"),
         ("model", f"{summary.model_version} (`{summary.model_uri}`)"),
@@ -34,7 +53,27 @@ def summary_markdown(summary: ClassifySummary) -> str:
     ]
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     title = f"# Bulk classification: {summary.classified:,} of {summary.images:,} images"
-    return f"{title}\n\n| | |\n| --- | --- |\n{table}\n"
+    markdown = f"{title}\n\n| | |\n| --- | --- |\n{table}\n"
+    if errors:
+        shown = f"first {len(errors)} of {summary.failed:,}"
+        lines = "\n".join(f"| {_cell(path)} | {_cell(reason)} |" for path, reason in errors)
+        markdown += f"\n## Errors ({shown})\n\n| file | reason |\n| --- | --- |\n{lines}\n"
+    return markdown
+
+
+def final_state(summary: ClassifySummary) -> State:
+    """Completed, named `Completed with errors (N)` when N files could not be classified."""
+    name = f"Completed with errors ({summary.failed})" if summary.failed else "Completed"
+    message = (
+        f"{summary.classified:,} of {summary.images:,} images classified, "
+        f"{summary.failed:,} errors (in {summary.errors})"
+    )
+    return Completed(name=name, message=message, data=summary)
+
+
+def _cell(text: str) -> str:
+    """Text for one markdown table cell: markup characters escaped, line breaks as spaces."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", re.sub(r"[\r\n]", " ", text))
 
 
 @task(name="run-pipeline", cache_policy=NO_CACHE)
@@ -51,9 +90,13 @@ def classify_folder(
     store: str | None = None,
     shards: int = 1,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    overwrite: bool = False,
     beam_args: list[str] | None = None,
-) -> ClassifySummary:
-    """Classify every image under `source` into `output` (CSV); publish the summary."""
+) -> State:
+    """Classify every image under `source` into `output` (CSV); publish the summary.
+
+    Ends Completed (`Completed with errors (N)` when N files failed), the summary as its result.
+    """
     argv = job_args(
         source,
         output,
@@ -61,13 +104,15 @@ def classify_folder(
         store=store,
         shards=shards,
         min_confidence=min_confidence,
+        overwrite=overwrite,
         beam_args=beam_args,
     )
     summary = run_pipeline(argv)
     get_run_logger().info("bulk classification done:\n%s", summary.report())
+    errors = first_errors(summary.errors) if summary.failed else []
     create_markdown_artifact(
-        summary_markdown(summary),
+        summary_markdown(summary, errors),
         key=SUMMARY_KEY,
         description=f"{summary.classified:,} images classified with {summary.model_version}",
     )
-    return summary
+    return final_state(summary)

@@ -92,8 +92,6 @@ def production(trained_model_path: Path) -> ModelStore:
     return store
 
 
-# Beam's glob-to-regex turns the quoted `[` of "[batch 1]" into `[[]`, which `re` flags.
-@pytest.mark.filterwarnings("ignore:Possible nested set:FutureWarning")
 def test_every_file_is_accounted_for_once(production, mnist, tmp_path):
     root = tmp_path / "scans [batch 1]"  # glob characters in the folder name are literal
     truth, failures, others = scan_folder(root, mnist)
@@ -129,9 +127,13 @@ def test_model_is_pinned_at_launch(production, trained_model_path, tmp_path):
 
     launched = resolve_model("production", None)
     other = tmp_path / "other.keras"
-    keras.Sequential([keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(10)]).save(
-        other
-    )
+    keras.Sequential(
+        [
+            keras.Input((28, 28)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    ).save(other)
     production.register(other, {"metrics": {}})
     production.promote(2, reason="a new model mid-run", actor="test")
 
@@ -208,6 +210,7 @@ def test_cli_exits_1_when_the_job_fails(mnist, tmp_path):
 
     assert done.returncode == 1
     assert "the classification job failed" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.keras", "digitflow-home", "scans"]
 
 
 def test_cli_module_imports_neither_beam_nor_tensorflow():

@@ -4,25 +4,24 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
+import os
 
 import apache_beam as beam
 import numpy as np
 import pytest
-from apache_beam.io import fileio
-from apache_beam.io.filesystem import FileMetadata
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from beam_jobs.csv_rows import COLUMNS, csv_line, errors_path, prediction_line
+from beam_jobs.inputs import Source
 from beam_jobs.keras_handler import KerasModelHandler, ModelFileError, sha256_file
 from beam_jobs.transforms import (
     NAMESPACE,
     ClassifyImages,
     FormatErrors,
-    MatchImageFiles,
+    ListImageFiles,
     PreprocessImages,
     WriteCsv,
 )
@@ -54,8 +53,12 @@ def image_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def _name(path: bytes) -> str:
+    return os.fsdecode(path).rsplit("/", 1)[-1]
+
+
 def test_csv_lines_round_trip_awkward_paths():
-    paths = [*AWKWARD_NAMES, "line\nbreak.png", "/already/plain.png"]
+    paths = [*AWKWARD_NAMES, "line\nbreak.png", "carriage\rreturn.png", "/already/plain.png"]
     lines = [csv_line((p, "x")) for p in paths]
 
     parsed = list(csv.reader(io.StringIO("\n".join(lines) + "\n")))
@@ -87,20 +90,27 @@ def test_errors_path_keeps_the_stem():
     assert errors_path("out/results") == "out/results.errors.csv"
 
 
-def test_match_keeps_image_files_in_any_case_and_counts_the_others(tmp_path):
+def test_listing_keeps_image_files_in_any_case_and_counts_the_others(tmp_path):
+    root = tmp_path / "in"
     images = ["a.png", "B.JPG", "deep/er/c.WebP", "d.tiff", "e.jpeg", "f.bmp", "g.gif", "h.tif"]
     others = ["notes.txt", "labels.csv", "deep/README"]
     for name in images + others:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_bytes(b"anything")
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"anything")
+    (root / "gone.png").symlink_to("nowhere.png")
 
     p = pipeline()
-    matched = p | MatchImageFiles(f"{tmp_path}/**") | beam.Map(lambda f: f.metadata.path)
-    assert_that(matched, equal_to([str(tmp_path / name) for name in images]))
+    listed, unreadable = p | ListImageFiles(Source.parse(str(root)))
+    assert_that(listed, equal_to([os.fsencode(root / name) for name in images]), label="images")
+    assert_that(
+        unreadable,
+        equal_to([(os.fsencode(root / "gone.png"), "unreadable: dangling symlink")]),
+        label="unreadable",
+    )
     result = p.run()
     result.wait_until_finish()
 
-    assert counters(result) == {"files_matched": 11, "files_ignored": 3}
+    assert counters(result) == {"files_matched": 12, "files_ignored": 3}
 
 
 def test_preprocess_splits_images_from_failures_with_reasons(mnist, tmp_path):
@@ -117,20 +127,19 @@ def test_preprocess_splits_images_from_failures_with_reasons(mnist, tmp_path):
     }
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    paths = [str(tmp_path / name) for name in files]
+    paths = [os.fsencode(tmp_path / name) for name in files]
     # A file system Beam does not know: an unexpected error, caught by the dead-letter output.
-    paths.append("nosuchscheme://bucket/x.png")
+    paths.append(b"nosuchscheme://bucket/x.png")
 
     p = pipeline()
-    readable = p | beam.Create([FileMetadata(path, 0) for path in paths]) | fileio.ReadMatches()
-    images, failures = readable | PreprocessImages()
+    images, failures = p | beam.Create(paths) | PreprocessImages()
     assert_that(
-        images | "Shapes" >> beam.Map(lambda kv: (Path(kv[0]).name, kv[1].shape, kv[1].dtype)),
+        images | "Shapes" >> beam.Map(lambda kv: (_name(kv[0]), kv[1].shape, kv[1].dtype)),
         equal_to([("good.png", (28, 28), np.float32), ("good.jpg", (28, 28), np.float32)]),
         label="images",
     )
     assert_that(
-        failures | "Names" >> beam.Map(lambda kv: (kv[0].rsplit("/", 1)[-1], kv[1])),
+        failures | "Names" >> beam.Map(lambda kv: (_name(kv[0]), kv[1])),
         equal_to(
             [
                 ("empty.png", "empty file"),
@@ -149,6 +158,7 @@ def test_preprocess_splits_images_from_failures_with_reasons(mnist, tmp_path):
 def test_classify_images_gives_rows_with_the_model_version(trained_model_path, mnist):
     digits = model_input(mnist.x_test[:20])
     labels = {f"/scans/{i}.png": int(label) for i, label in enumerate(mnist.y_test[:20])}
+    paths = [os.fsencode(path) for path in labels]
     handler = KerasModelHandler(str(trained_model_path), sha256=sha256_file(trained_model_path))
 
     def check(lines: list[str]) -> None:
@@ -163,7 +173,7 @@ def test_classify_images_gives_rows_with_the_model_version(trained_model_path, m
         assert right >= 18, rows
 
     p = pipeline()
-    keyed = p | beam.Create(list(zip(labels, digits, strict=True)))
+    keyed = p | beam.Create(list(zip(paths, digits, strict=True)))
     assert_that(keyed | ClassifyImages(handler, "v3", 0.8), check)
     result = p.run()
     result.wait_until_finish()
@@ -180,7 +190,7 @@ def test_handler_refuses_a_model_file_that_changed(trained_model_path):
 
 @pytest.mark.parametrize("shards", [1, 3])
 def test_write_csv_puts_the_header_on_every_file(tmp_path, shards):
-    failures = [(name, "blank: no ink found") for name in AWKWARD_NAMES * 5]
+    failures = [(os.fsencode(name), "blank: no ink found") for name in AWKWARD_NAMES * 5]
     target = tmp_path / "out" / "errors.csv"
 
     p = pipeline()
@@ -199,7 +209,7 @@ def test_write_csv_puts_the_header_on_every_file(tmp_path, shards):
             header, *body = list(csv.reader(handle))
         assert header == ["path", "error"]
         rows += body
-    assert sorted(rows) == sorted([name, reason] for name, reason in failures)
+    assert sorted(rows) == sorted([name, "blank: no ink found"] for name in AWKWARD_NAMES * 5)
 
 
 def test_write_csv_of_nothing_is_a_header(tmp_path):
@@ -208,7 +218,7 @@ def test_write_csv_of_nothing_is_a_header(tmp_path):
     p = pipeline()
     _ = (
         p
-        | beam.Create([]).with_output_types(tuple[str, str])
+        | beam.Create([]).with_output_types(tuple[bytes, str])
         | FormatErrors()
         | WriteCsv(str(target), ("path", "error"))
     )

@@ -8,11 +8,13 @@ import pytest
 import typer
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.client.schemas.objects import StateType
 from typer.testing import CliRunner
 
+from beam_jobs.classify import ClassifySummary
 from beam_jobs.cli import register
 from digitflow.scans import write_scans
-from flows.classify_folder import SUMMARY_KEY, classify_folder
+from flows.classify_folder import SUMMARY_KEY, classify_folder, summary_markdown
 
 IN_PROCESS = "--direct_running_mode=in_memory"
 
@@ -40,6 +42,7 @@ def test_flow_classifies_and_publishes_its_summary(trained_model_path, scans, tm
     )
 
     assert state.is_completed(), state.message
+    assert state.name == "Completed with errors (1)"
     summary = state.result()
     assert (summary.matched, summary.classified, summary.failed, summary.ignored) == (14, 12, 1, 1)
     assert output.is_file()
@@ -54,6 +57,35 @@ def test_flow_classifies_and_publishes_its_summary(trained_model_path, scans, tm
     assert artifact.key == SUMMARY_KEY
     assert "# Bulk classification: 12 of 13 images" in artifact.data
     assert f"| model | {summary.model_version} (`{trained_model_path}`) |" in artifact.data
+    assert "## Errors (first 1 of 1)" in artifact.data
+    assert f"| {scans / 'empty.png'} | empty file |" in artifact.data
+
+
+def test_flow_without_bad_files_ends_plainly_completed(trained_model_path, mnist, tmp_path):
+    write_scans(mnist.x_test[:3], mnist.y_test[:3], tmp_path / "good", seed=4)
+
+    state = classify_folder(
+        str(tmp_path / "good"),
+        str(tmp_path / "results.csv"),
+        model=str(trained_model_path),
+        beam_args=[IN_PROCESS],
+        return_state=True,
+    )
+
+    assert (state.type, state.name) == (StateType.COMPLETED, "Completed")
+    assert state.result().classified == 3
+
+
+def test_artifact_shows_awkward_error_paths_as_plain_table_cells():
+    summary = ClassifySummary("in", "r.csv", "r.errors.csv", "v1", "m.keras", 2, 0, 2, 0, 0, 1.0)
+    errors = [("a|b*c.png", "empty file"), ("line\nbreak.png", "blank: no ink found")]
+
+    markdown = summary_markdown(summary, errors)
+
+    assert markdown.endswith(
+        "| file | reason |\n| --- | --- |\n"
+        "| a\\|b\\*c.png | empty file |\n| line break.png | blank: no ink found |\n"
+    )
 
 
 def test_cli_prefect_flag_runs_the_flow(trained_model_path, scans, tmp_path):
@@ -67,5 +99,6 @@ def test_cli_prefect_flag_runs_the_flow(trained_model_path, scans, tmp_path):
 
     assert result.exit_code == 0, result.output
     assert "running flow classify-folder" in result.output
+    assert "flow run state: Completed with errors (1)" in result.output
     assert "classified 12 (" in result.output
     assert output.is_file()

@@ -1,0 +1,88 @@
+"""Where a job writes: checked before it starts, and cleaned up after it fails.
+
+Beam's `WriteToText` deletes whatever matches its output name before it moves the new files in,
+and a failed job leaves its `beam-temp-*` folders behind. So an output is refused before anything
+runs when it is a folder, has glob characters, would be read as input, or would replace existing
+files without `--overwrite`; and a failed job removes the temp folders it created, only those.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+
+from apache_beam.io.filesystem import FileMetadata
+from apache_beam.io.filesystems import FileSystems
+
+from beam_jobs.csv_rows import errors_path
+from beam_jobs.inputs import GLOB_CHARS, Source
+
+log = logging.getLogger(__name__)
+
+
+def file_prefix(path: str, shards: int) -> tuple[str, str]:
+    """WriteToText's (prefix, suffix) for `path`: the path itself, or its stem and extension."""
+    return (path, "") if shards == 1 else os.path.splitext(path)
+
+
+def sharded_paths(path: str, shards: int) -> str:
+    """The file, or the glob of the N files, that the results of `path` are written to."""
+    if shards == 1:
+        return path
+    stem, suffix = file_prefix(path, shards)
+    return f"{stem}-*-of-{shards:05d}{suffix}"
+
+
+def refusal(output: str, shards: int, source: Source, overwrite: bool) -> str | None:
+    """Why the job must not write to `output`, or None when it may."""
+    if GLOB_CHARS.search(output):
+        return f"--output {output} has glob characters (*?[); name one file"
+    if output.endswith("/") or _is_folder(output):
+        return f"--output {output} is a folder; name a file, e.g. {output.rstrip('/')}/results.csv"
+    targets = [sharded_paths(output, shards), errors_path(output)]
+    if any(source.covers(target) for target in targets):
+        return f"--output {output} would be read as part of the input {source.given}"
+    existing = [found.path for target in targets for found in _matches(target)]
+    folder = next((path for path in existing if _is_folder(path)), None)
+    if folder is not None:
+        return f"--output would replace the folder {folder}; name another file"
+    if existing and not overwrite:
+        more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
+        return f"--output would overwrite {existing[0]}{more}; pass --overwrite to replace them"
+    return None
+
+
+def temp_folders(output: str, shards: int) -> set[str]:
+    """The `beam-temp-<name>-<uuid>` folders WriteToText makes next to this job's files."""
+    found = set()
+    for prefix in (file_prefix(output, shards)[0], errors_path(output)):
+        parent, name = FileSystems.split(prefix)
+        parent = parent or os.curdir
+        temp = re.compile(f"beam-temp-{re.escape(name)}-[0-9a-f]{{32}}")
+        if FileSystems.get_scheme(prefix) is None:
+            names = os.listdir(parent) if os.path.isdir(parent) else []
+        else:  # object stores have no folders, only the files in them
+            inside = _matches(FileSystems.join(parent, f"beam-temp-{name}-*/**"))
+            names = [found.path[len(parent) :].lstrip("/").split("/")[0] for found in inside]
+        found |= {FileSystems.join(parent, n) for n in names if temp.fullmatch(n)}
+    return found
+
+
+def remove_temp_folders(folders: Iterable[str]) -> None:
+    """Delete these temp folders (the ones a failed job created); a failure is only logged."""
+    for folder in sorted(folders):
+        local = FileSystems.get_scheme(folder) is None
+        try:  # a local folder goes as a whole; an object store's by its prefix, `folder/`
+            FileSystems.delete([folder if local else FileSystems.join(folder, "")])
+        except OSError as error:
+            log.warning("could not remove the temp folder %s: %s", folder, error)
+
+
+def _matches(pattern: str) -> list[FileMetadata]:
+    return FileSystems.match([pattern])[0].metadata_list
+
+
+def _is_folder(path: str) -> bool:
+    return FileSystems.get_scheme(path) is None and os.path.isdir(path)
