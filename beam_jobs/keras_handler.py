@@ -50,7 +50,7 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, "keras.Model"
         batch_size: int = 256,
         intra_op_threads: int | None = None,
     ) -> None:
-        env_vars = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        env_vars = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
         if intra_op_threads:
             env_vars["TF_NUM_INTRAOP_THREADS"] = str(intra_op_threads)
             env_vars["TF_NUM_INTEROP_THREADS"] = "1"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -17,10 +16,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.table import Table
 
-from digitflow import config
+from digitflow import config, terminal
 from digitflow.profiles import ARCHITECTURES, PROFILES
 
 app = typer.Typer(
@@ -30,8 +28,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Fetch MNIST and render sample scans.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # paths and numbers never broken across lines
+err_console = Console(stderr=True, soft_wrap=True)
 
 ModelPath = Annotated[Path, typer.Argument(help="A Keras .keras model file.")]
 
@@ -42,13 +40,20 @@ def default_model() -> Path:
 
 
 def _load(path: Path):
-    from digitflow.models import load_model
+    """The model at `path`, loaded in safe mode; one `error:` line and exit 1 if it cannot be."""
+    from rich.markup import escape
+
+    from digitflow.models import ModelLoadError, load_model
 
     if not path.is_file():
         err_console.print(f"[red]error:[/] no model file at {path}")
         raise typer.Exit(1)
-    with console.status(f"loading {path}"):
-        return load_model(path)
+    try:
+        with console.status(f"loading {path}"):
+            return load_model(path)
+    except ModelLoadError as error:
+        err_console.print(f"[red]error:[/] {escape(f'{path}: {error}')}", soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 def _load_mnist():
@@ -161,7 +166,7 @@ def predict(
     """Classify images; one line per image. Exits 1 if any image could not be classified."""
     from digitflow.predict import Failure, image_files, predict_files
 
-    files = list(image_files(paths))
+    files = list(image_files(str(path) for path in paths))
     if not files:
         err_console.print("[red]error:[/] no image files found")
         raise typer.Exit(1)
@@ -197,11 +202,11 @@ def report(
 
 
 def main() -> None:
-    """Console-script entry point: logging, plugin commands, then the app."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Console-script entry point: a quiet terminal, logging, plugin commands, then the app."""
+    terminal.quiet_startup()
     logger = logging.getLogger("digitflow")
     logger.setLevel(logging.INFO)
-    logger.addHandler(RichHandler(console=err_console, show_path=False))
+    logger.addHandler(terminal.log_handler())
     logger.propagate = False  # Prefect's root handlers would print every line again
     for entry_point in entry_points(group="digitflow.commands"):
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
@@ -28,6 +29,51 @@ class TrainResult:
     validation_size: int
 
 
+@dataclass(frozen=True)
+class EpochReport:
+    """One finished epoch, as training progress is reported."""
+
+    epoch: int  # 1-based
+    epochs: int  # the most this run may train (early stopping can end it sooner)
+    loss: float
+    accuracy: float
+    val_accuracy: float
+    seconds: float
+
+    def line(self) -> str:
+        return (
+            f"epoch {self.epoch}/{self.epochs}: loss {self.loss:.4f}, "
+            f"accuracy {self.accuracy:.4f}, validation accuracy {self.val_accuracy:.4f}, "
+            f"{self.seconds:.0f} s"
+        )
+
+
+class _ReportEpochs(keras.callbacks.Callback):
+    """Calls `report` with an EpochReport at the end of every epoch."""
+
+    def __init__(self, epochs: int, report: Callable[[EpochReport], None]) -> None:
+        super().__init__()
+        self.epochs = epochs
+        self.report = report
+        self.started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        self.report(
+            EpochReport(
+                epoch=epoch + 1,
+                epochs=self.epochs,
+                loss=float(logs.get("loss", math.nan)),
+                accuracy=float(logs.get("accuracy", math.nan)),
+                val_accuracy=float(logs.get("val_accuracy", math.nan)),
+                seconds=time.perf_counter() - self.started,
+            )
+        )
+
+
 def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) -> tf.data.Dataset:
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
     if seed is not None:
@@ -47,8 +93,16 @@ def _split(data: Mnist, validation_size: int, seed: int):
     return data.x_train[train], data.y_train[train], data.x_train[val], data.y_train[val]
 
 
-def train(data: Mnist, config: TrainConfig, verbose: int | str = "auto") -> TrainResult:
-    """Train `config.architecture` with warm-up + cosine learning rate and early stopping."""
+def train(
+    data: Mnist,
+    config: TrainConfig,
+    verbose: int | str = "auto",
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> TrainResult:
+    """Train `config.architecture` with warm-up + cosine learning rate and early stopping.
+
+    `verbose` is Keras' (1: a progress bar); `on_epoch` is called after every epoch.
+    """
     keras.utils.set_random_seed(config.seed)
     x_train, y_train, x_val, y_val = _split(data, config.validation_size, config.seed)
     steps = config.epochs * math.ceil(len(x_train) / config.batch_size)
@@ -70,6 +124,8 @@ def train(data: Mnist, config: TrainConfig, verbose: int | str = "auto") -> Trai
             monitor="val_accuracy", patience=config.patience, restore_best_weights=True
         )
     ]
+    if on_epoch is not None:
+        callbacks.append(_ReportEpochs(config.epochs, on_epoch))
     start = time.perf_counter()
     history = model.fit(
         _dataset(x_train, y_train, config.batch_size, config.seed),

@@ -1,20 +1,25 @@
-"""What a retrain run shows in the Prefect UI: a markdown report, a per-digit table, a link.
+"""What a retrain run shows in the Prefect UI: the report, a per-digit table, the nightly history.
 
 The keys are stable: the UI's Artifacts page keeps each key's history, one version per run.
-The builders are plain functions of the run's results; `publish` sends them to Prefect.
+The builders are plain functions of the run's results and the store's records; `publish` sends
+them to Prefect.
 """
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from pathlib import Path
 
 from digitflow.evaluate import Evaluation
 from flows.gate import Decision, Thresholds
+from model_store import HistoryEntry, ModelVersion
 
 REPORT_KEY = "retrain-report"
 PER_DIGIT_KEY = "retrain-per-digit"
-IMAGE_KEY = "retrain-report-image"
+HISTORY_KEY = "retrain-history"
+PROGRESS_KEY = "retrain-progress"
+HISTORY_ROWS = 60  # nights shown in the history table, newest first
 
 
 @dataclass(frozen=True)
@@ -25,8 +30,10 @@ class RunSummary:
     candidate_uri: str
     candidate: Evaluation
     production_version: int | None  # the one the candidate was compared with
-    production: Evaluation | None
+    production: Evaluation | None  # None: no production model, or it could not be evaluated
     decision: Decision
+    promoted: bool  # the outcome: the gate passed *and* the compare-and-swap won
+    outcome: str  # the run's one-line outcome, the gate's reason or why promotion failed
     thresholds: Thresholds
     alias: str
     store_root: str
@@ -46,18 +53,24 @@ def _metrics(evaluation: Evaluation) -> dict[str, str]:
     }
 
 
+def inline_png(path: Path, alt: str) -> str:
+    """Markdown for a PNG embedded as a data URI: it renders in the UI on any host."""
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"![{alt}](data:image/png;base64,{encoded})"
+
+
 def report_markdown(summary: RunSummary) -> str:
-    """The run's report: decision first, then candidate vs production, checks and where."""
-    decision, thresholds = summary.decision, summary.thresholds
-    verdict = "PROMOTED" if decision.promote else "NOT PROMOTED"
-    after = summary.candidate_version if decision.promote else summary.production_version
+    """The run's report: outcome first, then candidate vs production, checks, image, where."""
+    thresholds = summary.thresholds
+    verdict = "PROMOTED" if summary.promoted else "NOT PROMOTED"
+    after = summary.candidate_version if summary.promoted else summary.production_version
     ours = _metrics(summary.candidate)
     theirs = _metrics(summary.production) if summary.production is not None else {}
     production = "none" if summary.production_version is None else f"v{summary.production_version}"
     lines = [
         f"# Retrain: v{summary.candidate_version} {verdict}",
         "",
-        f"**Decision:** {decision.reason}",
+        f"**Decision:** {summary.outcome}",
         "",
         f"| metric | candidate v{summary.candidate_version} | production {production} |",
         "| --- | --- | --- |",
@@ -69,11 +82,15 @@ def report_markdown(summary: RunSummary) -> str:
         "| --- | --- | --- |",
         *(
             f"| {check.name} | {'pass' if check.passed else 'FAIL'} | {check.detail} |"
-            for check in decision.checks
+            for check in summary.decision.checks
         ),
         "",
         f"Thresholds: accuracy >= {thresholds.min_accuracy}, regression <= "
         f"{thresholds.max_regression}, every digit's recall >= {thresholds.min_digit_recall}.",
+        "",
+        "## Predictions",
+        "",
+        inline_png(summary.report_image, f"v{summary.candidate_version} report"),
         "",
         "## Model",
         "",
@@ -81,7 +98,7 @@ def report_markdown(summary: RunSummary) -> str:
         f"- {summary.alias} after this run: {'none' if after is None else f'v{after}'}",
         f"- store: `{summary.store_root}`",
         f"- training: {summary.training}",
-        f"- report image: `{summary.report_image}`",
+        f"- report image file: `{summary.report_image}` (on the host that ran the flow)",
     ]
     return "\n".join(lines) + "\n"
 
@@ -104,28 +121,62 @@ def per_digit_rows(candidate: Evaluation, production: Evaluation | None) -> list
     return rows
 
 
-def publish(summary: RunSummary) -> None:
-    """Create the run's three artifacts under their stable keys."""
-    from prefect.artifacts import (
-        create_link_artifact,
-        create_markdown_artifact,
-        create_table_artifact,
-    )
+def _decision(metadata: dict) -> str:
+    """A version's promotion outcome as its run recorded it."""
+    if "promotion" in metadata:  # set after registration, e.g. a lost compare-and-swap
+        return str(metadata["promotion"])
+    gate = metadata.get("gate")
+    if not isinstance(gate, dict):
+        return "registered by hand"
+    return "promoted" if gate.get("promote") else "not promoted"
+
+
+def history_rows(
+    versions: list[ModelVersion], changes: list[HistoryEntry], alias: str
+) -> list[dict]:
+    """One row per version, newest first: what each night trained and what `alias` became.
+
+    `alias` after a version is the target of the last change to it before the next version
+    was registered, so hand promotions and rollbacks in between show too.
+    """
+    ordered = sorted(versions, key=lambda v: v.version)
+    moves = [change for change in changes if change.alias == alias]
+    rows = []
+    for index, version in enumerate(ordered):
+        until = ordered[index + 1].created_at if index + 1 < len(ordered) else None
+        before = [m for m in moves if until is None or m.at < until]
+        recall = version.metrics.get("recall") or {}
+        accuracy = version.metrics.get("accuracy")
+        rows.append(
+            {
+                "date": version.created_at.replace("T", " ")[:16],
+                "version": f"v{version.version}",
+                "accuracy": "-" if accuracy is None else round(accuracy, 4),
+                "lowest digit recall": round(min(recall.values()), 4) if recall else "-",
+                "decision": _decision(version.metadata),
+                f"{alias} after": f"v{before[-1].to_version}" if before else "none",
+            }
+        )
+    return rows[::-1][:HISTORY_ROWS]
+
+
+def publish(summary: RunSummary, history: list[dict]) -> None:
+    """Create the run's artifacts under their stable keys."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     version = f"v{summary.candidate_version}"
     create_markdown_artifact(
         report_markdown(summary),
         key=REPORT_KEY,
-        description=f"Candidate {version}: {summary.decision.reason}",
+        description=f"Candidate {version}: {summary.outcome}",
     )
     create_table_artifact(
         per_digit_rows(summary.candidate, summary.production),
         key=PER_DIGIT_KEY,
         description=f"Per-digit precision and recall of candidate {version} on the test set",
     )
-    create_link_artifact(
-        summary.report_image.resolve().as_uri(),
-        link_text=f"{version}: confusion matrix and wrong predictions",
-        key=IMAGE_KEY,
-        description="Report image on the host that ran the flow",
+    create_table_artifact(
+        history,
+        key=HISTORY_KEY,
+        description=f"Every retrained version, newest first, and where {summary.alias} went",
     )

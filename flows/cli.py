@@ -6,6 +6,7 @@ commands only.
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 import typer
@@ -49,6 +50,14 @@ TrainLimit = Annotated[
 TestLimit = Annotated[
     int | None, typer.Option(min=1, help="Evaluate on the first N test images only.")
 ]
+NotifyUrl = Annotated[
+    str | None,
+    typer.Option(
+        metavar="URL",
+        show_default=False,
+        help="Webhook to post to when a nightly run fails, crashes or is not promoted.",
+    ),
+]
 
 err_console = Console(stderr=True)
 
@@ -57,6 +66,7 @@ def register(app: typer.Typer) -> None:
     """`digitflow.commands` entry point: add `retrain` and `schedule` to the core CLI."""
     app.command("retrain")(retrain_command)
     app.command("schedule")(schedule_command)
+    app.command("alerts")(alerts_command)
 
 
 def _parameters(**options: Any) -> dict[str, Any]:
@@ -89,6 +99,8 @@ def retrain_command(
     Uses the Prefect server in PREFECT_API_URL, or a temporary local one when unset.
     """
     parameters = _parameters(**locals())
+    # The temporary server's 20 s start-up limit is too short on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from prefect.settings import get_current_settings
 
     from flows.retrain import retrain
@@ -121,6 +133,7 @@ def schedule_command(
     cron: Annotated[str, typer.Option(help="When to run, cron syntax.")] = NIGHTLY_CRON,
     timezone: Annotated[str, typer.Option(help="IANA timezone of the cron.")] = NIGHTLY_TIMEZONE,
     name: Annotated[str, typer.Option(help="Deployment name.")] = DEPLOYMENT_NAME,
+    notify_url: NotifyUrl = None,
     profile: Profile = "full",
     architecture: Arch = None,
     epochs: Epochs = None,
@@ -138,20 +151,42 @@ def schedule_command(
     Needs a Prefect server (PREFECT_API_URL), where the schedule and its runs show in the UI.
     """
     options = dict(locals())
-    schedule = {key: options.pop(key) for key in ("cron", "timezone", "name")}
+    schedule = {key: options.pop(key) for key in ("cron", "timezone", "name", "notify_url")}
     parameters = _parameters(**options)
-    from prefect.settings import get_current_settings
-
     from flows.schedule import nightly_schedule, serve_nightly
 
     try:
         nightly_schedule(schedule["cron"], schedule["timezone"])
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
+    _require_server("the schedule")
+    serve_nightly(parameters, **schedule)
+
+
+def alerts_command(
+    url: Annotated[str, typer.Argument(metavar="URL", help="Webhook that receives the alerts.")],
+    name: Annotated[str, typer.Option(help="Deployment name.")] = DEPLOYMENT_NAME,
+) -> None:
+    """Post to URL when a run of the nightly deployment fails, crashes or is not promoted.
+
+    Creates (or updates) a Prefect automation and its webhook block on the server in
+    PREFECT_API_URL; for deployments made with `prefect deploy` (`digitflow schedule
+    --notify-url URL` does the same for served ones).
+    """
+    _require_server("an alert")
+    from flows.alerts import ensure_alerts
+
+    automation = ensure_alerts(url, name)
+    typer.echo(f"automation {automation.name!r} posts to {url}")
+
+
+def _require_server(what: str) -> None:
+    """Exit with a one-line error when no Prefect server is configured."""
+    from prefect.settings import get_current_settings
+
     if not get_current_settings().api.url:
         err_console.print(
-            "[red]error:[/] the schedule needs a Prefect server to live in: run `make server`, "
+            f"[red]error:[/] {what} needs a Prefect server to live in: run `make server`, "
             "then `export PREFECT_API_URL=http://127.0.0.1:4200/api`"
         )
         raise typer.Exit(FAILED)
-    serve_nightly(parameters, **schedule)

@@ -4,7 +4,8 @@ Three rules, each recorded with a human-readable outcome:
 
 - accuracy floor: test accuracy >= `min_accuracy` (the mission's 97%);
 - no regression: at most `max_regression` below the production model, both evaluated on the
-  same test images in the same run (skipped, and said so, when there is no production model);
+  same test images in the same run (skipped, and said so, when there is no production model or
+  it cannot be loaded: the candidate is then judged on the floors alone);
 - per-digit recall: every digit with test examples has recall >= `min_digit_recall`.
 """
 
@@ -65,7 +66,11 @@ def _floor(candidate: Evaluation, minimum: float) -> Check:
     return Check("accuracy floor", passed, detail)
 
 
-def _regression(candidate: Evaluation, production: Evaluation | None, allowed: float) -> Check:
+def _regression(
+    candidate: Evaluation, production: Evaluation | None, allowed: float, unavailable: str | None
+) -> Check:
+    if unavailable is not None:
+        return Check("no regression", True, f"skipped: {unavailable}")
     if production is None:
         return Check("no regression", True, "no production model yet: first promotion")
     if production.count != candidate.count:
@@ -104,20 +109,28 @@ def _digit_recall(candidate: Evaluation, minimum: float) -> Check:
 
 
 def decide(
-    candidate: Evaluation, production: Evaluation | None, thresholds: Thresholds
+    candidate: Evaluation,
+    production: Evaluation | None,
+    thresholds: Thresholds,
+    unavailable: str | None = None,
 ) -> Decision:
-    """Apply every rule to the candidate (and the production model's evaluation, if any)."""
+    """Apply every rule to the candidate (and the production model's evaluation, if any).
+
+    `unavailable` says why a production model exists but could not be evaluated.
+    """
     checks = [
         _floor(candidate, thresholds.min_accuracy),
-        _regression(candidate, production, thresholds.max_regression),
+        _regression(candidate, production, thresholds.max_regression, unavailable),
         _digit_recall(candidate, thresholds.min_digit_recall),
     ]
     failed = [c for c in checks if not c.passed]
     if failed:
         reason = "not promoted: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
         return Decision(False, reason, checks)
-    if production is None:
-        floors = "; ".join(c.detail for c in checks if c.name != "no regression")
+    floors = "; ".join(c.detail for c in checks if c.name != "no regression")
+    if unavailable is not None:
+        reason = f"promoted on the floors alone ({unavailable}): {floors}"
+    elif production is None:
         reason = f"promoted as the first model, on the floors alone (no production model): {floors}"
     else:
         reason = "promoted: " + "; ".join(c.detail for c in checks)

@@ -36,14 +36,21 @@ def serve_nightly(
     cron: str = NIGHTLY_CRON,
     timezone: str = NIGHTLY_TIMEZONE,
     name: str = DEPLOYMENT_NAME,
+    notify_url: str | None = None,
 ) -> None:
     """Create or update the deployment `retrain/<name>` and run its flow runs until stopped.
 
     One run at a time; stopping the process pauses the schedule (Prefect's default for serve).
+    With `notify_url`, failed and rejected runs are posted there (see `flows.alerts`).
     """
     from prefect.deployments.runner import EntrypointType
 
     from flows.retrain import retrain
+
+    if notify_url:
+        from flows.alerts import ensure_alerts
+
+        ensure_alerts(notify_url, name)
 
     retrain.serve(
         name=name,

@@ -3,7 +3,6 @@ $DIGITFLOW_HOME per test, and one small but real trained model per session."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -55,7 +54,6 @@ def trained_model_path(mnist: Mnist, tmp_path_factory: pytest.TempPathFactory) -
     from digitflow.profiles import train_config
     from digitflow.train import train
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     result = train(mnist.subset(train=12_000), train_config("fast", epochs=1), verbose=0)
     path = tmp_path_factory.mktemp("model") / "cnn.keras"
     result.model.save(path)

@@ -3,6 +3,8 @@ first promotion, rejection by each gate rule, a training failure, artifacts, the
 
 from __future__ import annotations
 
+import json
+from base64 import b64encode
 from pathlib import Path
 from uuid import UUID
 
@@ -16,7 +18,7 @@ from prefect.client.schemas.filters import (
 )
 from typer.testing import CliRunner
 
-from flows.artifacts import IMAGE_KEY, PER_DIGIT_KEY, REPORT_KEY
+from flows.artifacts import HISTORY_KEY, PER_DIGIT_KEY, PROGRESS_KEY, REPORT_KEY
 from flows.cli import register
 from model_store import ModelStore
 
@@ -64,6 +66,7 @@ def test_first_run_promotes_records_why_and_publishes_artifacts(digitflow_home: 
     state = run_flow()
 
     assert state.is_completed(), state.message
+    assert state.name == "Promoted"
     run_id = state.state_details.flow_run_id
     assert state.message.startswith("candidate v1 promoted as the first model, on the floors alone")
     outcome = state.result()
@@ -83,17 +86,23 @@ def test_first_run_promotes_records_why_and_publishes_artifacts(digitflow_home: 
     assert metadata["params"]["architecture"] == "mlp"
 
     found = artifacts(run_id)
-    assert set(found) == {REPORT_KEY, PER_DIGIT_KEY, IMAGE_KEY}
+    assert set(found) == {REPORT_KEY, PER_DIGIT_KEY, HISTORY_KEY, PROGRESS_KEY}
     report = found[REPORT_KEY].data
     assert "# Retrain: v1 PROMOTED" in report
     assert "| accuracy floor | pass |" in report
     assert "production after this run: v1" in report
     assert "trained in this run" in report
-    assert found[PER_DIGIT_KEY].type == "table"
-    assert str(outcome.report_image) in found[IMAGE_KEY].data
+    assert "file://" not in report
     image = Path(outcome.report_image)
-    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert image.parent == digitflow_home / "reports"
+    assert f"![v1 report](data:image/png;base64,{b64encode(image.read_bytes()).decode()})" in report
+    assert f"`{image}`" in report  # the file on the flow's host, as plain text
+    assert found[PER_DIGIT_KEY].type == "table"
+    assert found[PROGRESS_KEY].type == "progress" and found[PROGRESS_KEY].data == 100.0
+    [night] = json.loads(found[HISTORY_KEY].data)
+    assert night["version"] == "v1" and night["decision"] == "promoted"
+    assert night["production after"] == "v1"
+    assert night["accuracy"] == round(outcome.accuracy, 4)
 
 
 def test_below_the_floor_stays_registered_and_production_is_unchanged():
@@ -104,6 +113,7 @@ def test_below_the_floor_stays_registered_and_production_is_unchanged():
     second = run_cli("--min-accuracy=0.99")
 
     assert second.exit_code == 3, second.output
+    assert second.stdout.count("not promoted: accuracy floor") == 1  # said once, last
     assert second.stdout.splitlines()[-1].startswith(
         "candidate v2 not promoted: accuracy floor: accuracy 0.8"
     )
@@ -124,6 +134,7 @@ def test_regression_against_production_is_rejected():
     )
 
     assert worse.is_completed(), worse.message
+    assert worse.name == "Not promoted"
     outcome = worse.result()
     assert not outcome.promoted
     assert outcome.reason.startswith("not promoted: no regression: accuracy ")
@@ -151,6 +162,11 @@ def test_weak_digit_is_rejected_with_the_model_reused_from_the_cache():
     reports = read_artifacts(ArtifactFilter(key=ArtifactFilterKey(any_=[REPORT_KEY])))
     runs = {report.flow_run_id for report in reports}
     assert state.state_details.flow_run_id in runs and len(runs) >= 2  # one key across runs
+    nights = json.loads(found[HISTORY_KEY].data)
+    assert [(n["version"], n["decision"], n["production after"]) for n in nights] == [
+        ("v2", "not promoted", "v1"),
+        ("v1", "promoted", "v1"),
+    ]
 
 
 def test_training_failure_fails_the_run_and_leaves_production_alone():
@@ -167,3 +183,55 @@ def test_training_failure_fails_the_run_and_leaves_production_alone():
     assert [v.version for v in store.list_versions()] == [1]
     assert store.aliases() == {"production": 1}
     assert production_history(store) == [(None, 1)]
+
+
+def test_a_production_model_that_no_longer_loads_does_not_block_the_nightly(
+    digitflow_home: Path,
+):
+    assert run_flow().result().promoted
+    damaged = digitflow_home / "models" / "versions" / "1" / "model.keras"
+    damaged.write_bytes(b"bit rot")
+
+    state = run_flow(train_limit=4000)
+
+    assert state.name == "Promoted", state.message
+    outcome = state.result()
+    assert outcome.reason.startswith("promoted on the floors alone (production v1 cannot be ")
+    assert "model file is corrupt" in outcome.reason
+    store = ModelStore()
+    assert store.aliases() == {"production": 2}
+    assert store.get(2).metadata["gate"]["checks"][1]["detail"].startswith("skipped: production")
+
+
+def test_an_unusable_store_fails_the_run_before_training(
+    digitflow_home: Path, monkeypatch: pytest.MonkeyPatch
+):
+    not_a_folder = digitflow_home / "store-is-a-file"
+    not_a_folder.write_text("oops")
+    monkeypatch.setenv("DIGITFLOW_STORE", str(not_a_folder))
+
+    result = run_cli()
+
+    assert result.exit_code == 1, result.output
+    assert str(not_a_folder) in result.stdout.splitlines()[-1]
+    assert not (digitflow_home / "cache" / "candidates").exists()  # nothing was trained
+
+
+def test_a_candidate_that_loses_the_promotion_race_is_recorded_as_such(model_file: Path):
+    from prefect import flow
+
+    from flows.retrain import promote
+
+    store = ModelStore()
+    first, second = (store.register(model_file, {"metrics": {}}) for _ in range(2))
+    store.promote(first.version, expected=None, reason="the other run", actor="test")
+
+    @flow
+    def promote_after_the_gate_saw_no_production() -> int | None:
+        return promote(None, second.version, "production", None, "passed", "test")
+
+    after = promote_after_the_gate_saw_no_production()
+
+    assert after == first.version
+    assert store.aliases() == {"production": first.version}
+    assert store.get(second.version).metadata["promotion"] == "lost the promotion race to v1"
