@@ -1,33 +1,29 @@
 """A RunInference ModelHandler for Keras 3 `.keras` files, on any file system Beam can read.
 
 Beam's own TensorFlow handler needs tensorflow_hub and Keras 2 style saved models; this one loads
-a `.keras` archive in Keras' safe mode, verified against its sha256, once per worker process.
-TensorFlow is imported only when a worker loads the model, never when the module is imported.
+a `.keras` archive in Keras' safe mode, once per worker process, from the local file that
+`model_store.storage.fetch_file` pins it to (fetched into the model cache once per machine,
+verified against its sha256 on every load). TensorFlow is imported only when a worker loads
+the model, never when the module is imported.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from model_store.storage import sha256_file
+from model_store.files import ChecksumMismatch, sha256_file
+from model_store.storage import fetch_file
 
 if TYPE_CHECKING:
     import keras
 
-log = logging.getLogger(__name__)
-
-_CHUNK = 1 << 20
+# sha256_file: how callers compute the `sha256` a handler pins its model file to.
+__all__ = ["KerasModelHandler", "ModelFileError", "sha256_file"]
 
 
 class ModelFileError(RuntimeError):
@@ -59,18 +55,19 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, "keras.Model"
         self.sha256 = sha256
 
     def load_model(self) -> keras.Model:
-        """Fetch (if remote), verify and load the model in Keras' safe mode."""
+        """Fetch (if remote, once per machine), verify and load the model in Keras' safe mode."""
         from digitflow.models import load_model
 
-        local = Path(self.model_uri)
-        if FileSystems.get_scheme(self.model_uri) is None and local.is_file():
-            _verify(local, self.sha256, self.model_uri)
-            return load_model(local)
-        with tempfile.TemporaryDirectory(prefix="digitflow-model-") as tmp:
-            copy = Path(tmp) / "model.keras"
-            _download(self.model_uri, copy)
-            _verify(copy, self.sha256, self.model_uri)
-            return load_model(copy)
+        try:
+            path = fetch_file(self.model_uri, self.sha256)
+        except FileNotFoundError:
+            raise ModelFileError(f"model file not found: {self.model_uri}") from None
+        except ChecksumMismatch:
+            raise ModelFileError(
+                f"model file {self.model_uri} changed since the job started (sha256 differs); "
+                "refusing to classify with a different model"
+            ) from None
+        return load_model(path)
 
     def run_inference(
         self,
@@ -89,20 +86,3 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, "keras.Model"
     def get_metrics_namespace(self) -> str:
         """RunInference's own counters (inferences, batch latency, model load) go here."""
         return "digitflow.inference"
-
-
-def _download(uri: str, target: Path) -> None:
-    if not FileSystems.exists(uri):
-        raise ModelFileError(f"model file not found: {uri}")
-    log.info("downloading model %s", uri)
-    compression = CompressionTypes.UNCOMPRESSED
-    with FileSystems.open(uri, compression_type=compression) as src, target.open("wb") as dst:
-        shutil.copyfileobj(src, dst, _CHUNK)
-
-
-def _verify(path: Path, sha256: str | None, uri: str) -> None:
-    if sha256 is not None and sha256_file(path) != sha256:
-        raise ModelFileError(
-            f"model file {uri} changed since the job started (sha256 differs); "
-            "refusing to classify with a different model"
-        )

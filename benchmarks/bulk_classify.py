@@ -6,7 +6,8 @@
 Renders COUNT scan-like images from MNIST digits (mixed formats and pixel modes, 1,000 per
 sub-folder), runs the seeds' loop (resize + invert, one `model.predict` per image) on the first
 SAMPLE of them, then the pipeline on all of them in each DirectRunner mode, each in its own
-process. Prints images/s, accuracy against the labels, the ratio to the seeds' loop and peak RSS
+process. Prints wall seconds (a pipeline's from its launch to its end, workers' start-up
+included), images/s, accuracy against the labels, the ratio to the seeds' loop and peak RSS
 (the launcher's, the largest worker's, and all processes' summed, sampled from /proc: Linux)
 as a markdown table for benchmarks/RESULTS.md.
 REF is a model-store reference (default `production`) or a .keras file. With --scans DIR, scans
@@ -199,20 +200,21 @@ def main() -> None:
             f"model {model_path}"
         )
         print(
-            "| method | images | images/s | vs seeds | accuracy "
+            "| method | images | seconds | images/s | vs seeds | accuracy "
             "| peak RSS: launcher / worker / all (MiB) |"
         )
-        print("| --- | --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         print(
             f"| seeds' loop (resize + invert, predict per image) | {seeds['images']:,} "
-            f"| {seed_rate:,.1f} | 1x | {seeds['accuracy']:.1%} | - |"
+            f"| {seeds['seconds']:.1f} | {seed_rate:,.1f} | 1x | {seeds['accuracy']:.1%} | - |"
         )
         for mode in args.modes.split(","):
             output = Path(tmp) / f"results-{mode}.csv"
             figures = pipeline(mode, scans, str(model_path), output)
             rate = figures["images_per_s"]
             print(
-                f"| pipeline, DirectRunner {mode} | {figures['images']:,} | {rate:,.1f} "
+                f"| pipeline, DirectRunner {mode} | {figures['images']:,} "
+                f"| {figures['elapsed_s']:.1f} | {rate:,.1f} "
                 f"| {rate / seed_rate:,.0f}x | {accuracy(output, truth):.1%} "
                 f"| {figures['launcher_mib']:,.0f} / {figures['worker_mib']:,.0f} "
                 f"/ {figures['total_mib']:,.0f} |"

@@ -2,5 +2,3 @@
 
 The core never imports `flows`, `beam_jobs` or `model_store`; they build on it.
 """
-
-__version__ = "0.1.0"

@@ -74,7 +74,7 @@ class Source:
 
 
 def model_input(images: np.ndarray) -> np.ndarray:
-    """uint8 MNIST pixels -> the float32 [0, 1] input every model takes."""
+    """uint8 MNIST pixels -> the float32 [0, 1] input every model takes, in training too."""
     return images.astype(np.float32) / 255.0
 
 

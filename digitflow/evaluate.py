@@ -44,9 +44,6 @@ class Evaluation:
             del result["mistakes"]
         return result
 
-    def recall(self, digit: int) -> float:
-        return self.per_digit[digit].recall
-
 
 def metrics_from_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> Evaluation:
     """Everything `evaluate` reports, from predicted probabilities (n, 10) and true labels (n,)."""

@@ -3,10 +3,13 @@ black (see `digitflow.preprocess`), and outputs 10 softmax probabilities."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import keras
 from keras import layers
+
+from digitflow.profiles import ARCHITECTURES, check_architecture
 
 INPUT_SHAPE = (28, 28)
 NUM_CLASSES = 10
@@ -92,31 +95,25 @@ def cnn() -> keras.Model:
     return keras.Model(inputs, outputs, name="cnn")
 
 
-ARCHITECTURES: dict[str, Callable[[], keras.Model]] = {
-    "softmax": softmax,
-    "mlp": mlp,
-    "mlp512": mlp512,
-    "cnn": cnn,
-}
+# Each name in `profiles.ARCHITECTURES` is built by this module's function of that name; a
+# name without one fails here, at import.
+_BUILDERS: dict[str, Callable[[], keras.Model]] = {name: globals()[name] for name in ARCHITECTURES}
 
 
 def build_model(architecture: str) -> keras.Model:
-    """A fresh, uncompiled model of the named architecture."""
-    try:
-        return ARCHITECTURES[architecture]()
-    except KeyError:
-        raise ValueError(
-            f"unknown architecture {architecture!r}; choose from {', '.join(ARCHITECTURES)}"
-        ) from None
+    """A fresh, uncompiled model of one of `profiles.ARCHITECTURES`; ValueError for another."""
+    check_architecture(architecture)
+    return _BUILDERS[architecture]()
 
 
 class ModelLoadError(ValueError):
     """Keras could not load a model file; the message is one line."""
 
 
-def load_model(path) -> keras.Model:
+def load_model(path: str | os.PathLike[str]) -> keras.Model:
     """Load a `.keras` file in Keras' safe mode (no arbitrary code from the file runs).
 
+    The one function every component loads a model with (CLI, model store, Beam workers).
     Raises ModelLoadError, with Keras' reason on one line, for a file Keras cannot load.
     """
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 ARCHITECTURES = ("cnn", "mlp512", "mlp", "softmax")
+"""Model architectures by name; `digitflow.models` builds each with its function of that name."""
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,13 @@ def train_config(
     """The named profile with any of architecture, epochs or seed overridden."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose from {', '.join(PROFILES)}")
-    if architecture is not None and architecture not in ARCHITECTURES:
-        raise ValueError(
-            f"unknown architecture {architecture!r}; choose from {', '.join(ARCHITECTURES)}"
-        )
+    if architecture is not None:
+        check_architecture(architecture)
     overrides = {"architecture": architecture, "epochs": epochs, "seed": seed}
     return replace(PROFILES[profile], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def check_architecture(name: str) -> None:
+    """ValueError, naming the choices, unless `name` is one of ARCHITECTURES."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; choose from {', '.join(ARCHITECTURES)}")

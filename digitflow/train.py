@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from digitflow.data import Mnist
+from digitflow.data import Mnist, model_input
 from digitflow.models import build_model
 from digitflow.profiles import TrainConfig
 
@@ -75,14 +75,11 @@ class _ReportEpochs(keras.callbacks.Callback):
 
 
 def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) -> tf.data.Dataset:
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    """Batches of (model input, label) from uint8 images, shuffled when `seed` is given."""
+    ds = tf.data.Dataset.from_tensor_slices((model_input(x), y.astype(np.int32)))
     if seed is not None:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return (
-        ds.batch(batch_size)
-        .map(lambda images, labels: (tf.cast(images, tf.float32) / 255.0, labels))
-        .prefetch(tf.data.AUTOTUNE)
-    )
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def _split(data: Mnist, validation_size: int, seed: int):

@@ -2,8 +2,8 @@
 
 Bulk runs then show in the Prefect UI next to the retraining runs, each with its summary as a
 markdown artifact (key `classify-folder-summary`) that lists the first errors too. A run with bad
-files ends in a Completed state named `Completed with errors (N)`. Importable on its own: it
-needs only Prefect and `beam_jobs`.
+files ends in a Completed state named `Completed with errors (N)`. Its parameters are the fields
+of `beam_jobs.options.ClassifyOptions` (see `flows.options.flat`), then `beam_args`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
 from beam_jobs.classify import ClassifySummary, job_args, run
-from beam_jobs.csv_rows import DEFAULT_MIN_CONFIDENCE
+from beam_jobs.options import ClassifyOptions
+from flows.options import flat
 
 SUMMARY_KEY = "classify-folder-summary"
 FIRST_ERRORS = 20
@@ -82,32 +83,15 @@ def run_pipeline(argv: list[str]) -> ClassifySummary:
     return run(argv)
 
 
-@flow(name="classify-folder")
-def classify_folder(
-    source: str,
-    output: str,
-    model: str = "production",
-    store: str | None = None,
-    shards: int = 1,
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-    overwrite: bool = False,
-    beam_args: list[str] | None = None,
-) -> State:
+@flow(name="classify-folder", description="Classify a folder of digit scans into CSV, with Beam.")
+@flat(ClassifyOptions)
+def classify_folder(options: ClassifyOptions, beam_args: list[str] | None = None) -> State:
     """Classify every image under `source` into `output` (CSV); publish the summary.
 
     Ends Completed (`Completed with errors (N)` when N files failed), the summary as its result.
+    `beam_args` are Beam's options, e.g. `--runner=DataflowRunner`.
     """
-    argv = job_args(
-        source,
-        output,
-        model=model,
-        store=store,
-        shards=shards,
-        min_confidence=min_confidence,
-        overwrite=overwrite,
-        beam_args=beam_args,
-    )
-    summary = run_pipeline(argv)
+    summary = run_pipeline(job_args(options, beam_args or []))
     get_run_logger().info("bulk classification done:\n%s", summary.report())
     errors = first_errors(summary.errors) if summary.failed else []
     create_markdown_artifact(

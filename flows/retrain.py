@@ -30,9 +30,10 @@ from prefect.tasks import exponential_backoff
 from digitflow import config
 from digitflow.data import Mnist
 from digitflow.evaluate import Evaluation
-from digitflow.profiles import TrainConfig, train_config
+from digitflow.profiles import TrainConfig
 from flows.artifacts import PROGRESS_KEY, RunSummary, history_rows, publish
 from flows.gate import Decision, Thresholds, decide
+from flows.options import RetrainOptions, flat
 from model_store import ModelStore, ModelVersion, PromotionConflict, build_metadata
 from model_store.refs import label
 
@@ -60,6 +61,37 @@ class Production:
     version: int
     evaluation: Evaluation | None
     problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Training:
+    """The candidate's training: its config, the trained model, and whether it was cached."""
+
+    settings: TrainConfig
+    model: TrainedCandidate
+    cached: bool  # reused from an earlier run with the same data and config
+
+    @property
+    def path(self) -> str:
+        return self.model["path"]
+
+    def line(self) -> str:
+        """One line for the report: architecture, profile, epochs, time, cached or not."""
+        how = "reused from the cache" if self.cached else "trained in this run"
+        return (
+            f"{self.settings.architecture}, {self.settings.profile} profile, "
+            f"{self.model['epochs_run']} epochs, {self.model['wall_seconds']:.0f} s, best "
+            f"validation accuracy {self.model['best_val_accuracy']:.4f} ({how}: {self.path})"
+        )
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """Whether the candidate was promoted, where `alias` points after the run, and why."""
+
+    promoted: bool
+    after: int | None
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -94,11 +126,9 @@ def _candidate_cache_key(context: TaskRunContext, parameters: dict[str, Any]) ->
 
 
 @task(cache_policy=NO_CACHE)
-def check_store(store: str | None) -> str:
-    """Fail before any training when the store cannot take a new version; returns its root."""
-    models = ModelStore(store)
-    models.check_writable()
-    return models.root
+def check_store(store: str | None) -> None:
+    """Fail before any training when the store cannot take a new version."""
+    ModelStore(store).check_writable()
 
 
 @task(
@@ -157,6 +187,18 @@ def train_candidate(data: Mnist, settings: TrainConfig, output: Path) -> Trained
     }
 
 
+def train_or_reuse(data: Mnist, settings: TrainConfig) -> Training:
+    """The candidate for this data and config, reused while its file exists.
+
+    Raises, failing the run, if training failed.
+    """
+    output = candidate_file(data, settings)
+    state = train_candidate.with_options(refresh_cache=not output.exists())(
+        data, settings, output, return_state=True
+    )
+    return Training(settings, state.result(), cached=state.name == "Cached")
+
+
 @task(cache_policy=NO_CACHE)
 def evaluate_candidate(model_path: str, data: Mnist) -> Evaluation:
     """The candidate's accuracy, per-digit metrics and mistakes on the test set."""
@@ -196,14 +238,57 @@ def gate(candidate: Evaluation, production: Production | None, thresholds: Thres
     return decide(candidate, production.evaluation, thresholds, production.problem)
 
 
+def candidate_metadata(
+    options: RetrainOptions,
+    training: Training,
+    data: Mnist,
+    candidate: Evaluation,
+    decision: Decision,
+    production: Production | None,
+) -> dict[str, Any]:
+    """What the store records with the candidate: metrics, provenance and the gate's verdict."""
+    limits = {"train_limit": options.train_limit, "test_limit": options.test_limit}
+    metadata = build_metadata(
+        metrics={
+            "accuracy": candidate.accuracy,
+            "loss": candidate.loss,
+            "test_images": candidate.count,
+            "recall": {str(m.digit): m.recall for m in candidate.per_digit},
+        },
+        params={**training.settings.to_dict(), **limits},
+        architecture=training.settings.architecture,
+        dataset_checksum=data.checksum,
+        flow_run_id=str(flow_run.id),
+    )
+    metadata["gate"] = {
+        **decision.to_dict(),
+        "thresholds": asdict(options.thresholds),
+        "compared_with": None if production is None else production.version,
+    }
+    return metadata
+
+
 @task(cache_policy=NO_CACHE)
 def register_candidate(
-    store: str | None, trained: TrainedCandidate, metadata: dict[str, Any]
+    store: str | None, model_path: str, metadata: dict[str, Any]
 ) -> ModelVersion:
     """Copy the candidate into the store as a new version, whatever the gate said."""
-    version = ModelStore(store).register(trained["path"], metadata)
+    version = ModelStore(store).register(model_path, metadata)
     get_run_logger().info("registered %s at %s", label(version.version), version.model_uri)
     return version
+
+
+@task(cache_policy=NO_CACHE)
+def render_report_image(data: Mnist, candidate: Evaluation, version: int) -> Path:
+    """Correct and wrong predictions and the confusion matrix, as a PNG under the home."""
+    from digitflow.report import render_report
+
+    title = f"v{version}: test accuracy {candidate.accuracy:.4f} on {candidate.count} images"
+    image = render_report(data.x_test, data.y_test, candidate, title)
+    output = config.home() / "reports" / f"retrain-{flow_run.id}.png"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    image.save(output)
+    return output
 
 
 @task(cache_policy=NO_CACHE)
@@ -231,60 +316,65 @@ def lost_race(winner: int | None) -> str:
     return f"lost the promotion race to {label(winner)}"
 
 
+def promote_if_passed(
+    options: RetrainOptions, version: int, decision: Decision, production: Production | None
+) -> Promotion:
+    """Promote a candidate that passed the gate, by compare-and-swap against what it saw."""
+    expected = None if production is None else production.version
+    if not decision.promote:
+        return Promotion(False, expected, decision.reason)
+    actor = f"prefect-flow-run:{flow_run.id}"
+    after = promote(options.store, version, options.alias, expected, decision.reason, actor)
+    if after != version:
+        return Promotion(False, after, f"not promoted: passed the gate but {lost_race(after)}")
+    return Promotion(True, after, decision.reason)
+
+
 @task(cache_policy=NO_CACHE)
-def render_report_image(data: Mnist, evaluation: Evaluation, title: str, output: Path) -> Path:
-    """Correct and wrong predictions and the confusion matrix, as a PNG."""
-    from digitflow.report import render_report
-
-    image = render_report(data.x_test, data.y_test, evaluation, title)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    image.save(output)
-    return output
-
-
-@task(cache_policy=NO_CACHE)
-def publish_report(summary: RunSummary, store: str | None) -> None:
-    """The markdown report (image inline), per-digit table and the store's nightly history."""
-    models = ModelStore(store)
-    publish(summary, history_rows(models.list_versions(), models.history(), summary.alias))
-
-
-def candidate_metadata(
+def publish_report(
+    options: RetrainOptions,
+    training: Training,
+    registered: ModelVersion,
     candidate: Evaluation,
-    settings: TrainConfig,
-    data: Mnist,
-    limits: dict[str, int | None],
+    production: Production | None,
     decision: Decision,
-    thresholds: Thresholds,
-    compared_with: int | None,
-) -> dict[str, Any]:
-    """What the store records with the candidate: metrics, provenance and the gate's verdict."""
-    metadata = build_metadata(
-        metrics={
-            "accuracy": candidate.accuracy,
-            "loss": candidate.loss,
-            "test_images": candidate.count,
-            "recall": {str(m.digit): m.recall for m in candidate.per_digit},
-        },
-        params={**settings.to_dict(), **limits},
-        architecture=settings.architecture,
-        dataset_checksum=data.checksum,
-        flow_run_id=str(flow_run.id),
+    promotion: Promotion,
+    image: Path,
+) -> None:
+    """The markdown report (image inline), per-digit table and the store's nightly history."""
+    models = ModelStore(options.store)
+    summary = RunSummary(
+        candidate_version=registered.version,
+        candidate_uri=registered.model_uri,
+        candidate=candidate,
+        production_version=None if production is None else production.version,
+        production=None if production is None else production.evaluation,
+        decision=decision,
+        promoted=promotion.promoted,
+        outcome=promotion.reason,
+        thresholds=options.thresholds,
+        alias=options.alias,
+        store_root=models.root,
+        training=training.line(),
+        report_image=image,
     )
-    metadata["gate"] = {
-        **decision.to_dict(),
-        "thresholds": asdict(thresholds),
-        "compared_with": compared_with,
-    }
-    return metadata
+    publish(summary, history_rows(models.list_versions(), models.history(), options.alias))
 
 
-def _training_line(settings: TrainConfig, trained: TrainedCandidate, cached: bool) -> str:
-    how = "reused from the cache" if cached else "trained in this run"
-    return (
-        f"{settings.architecture}, {settings.profile} profile, {trained['epochs_run']} epochs, "
-        f"{trained['wall_seconds']:.0f} s, best validation accuracy "
-        f"{trained['best_val_accuracy']:.4f} ({how}: {trained['path']})"
+def final_state(version: int, candidate: Evaluation, promotion: Promotion, image: Path) -> State:
+    """`Promoted` or `Not promoted`, both Completed, with the outcome as the run's result."""
+    outcome = RetrainOutcome(
+        promoted=promotion.promoted,
+        reason=promotion.reason,
+        candidate_version=version,
+        production_version=promotion.after,
+        accuracy=candidate.accuracy,
+        report_image=str(image),
+    )
+    return Completed(
+        name=PROMOTED if promotion.promoted else NOT_PROMOTED,
+        message=f"candidate v{version} {promotion.reason}",
+        data=outcome,
     )
 
 
@@ -293,86 +383,24 @@ def _one_line(error: BaseException) -> str:
 
 
 @flow(name="retrain", description="Train, evaluate, gate and promote the digit model.")
-def retrain(
-    profile: str = "full",
-    architecture: str | None = None,
-    epochs: int | None = None,
-    seed: int | None = None,
-    min_accuracy: float = Thresholds.min_accuracy,
-    max_regression: float = Thresholds.max_regression,
-    min_digit_recall: float = Thresholds.min_digit_recall,
-    store: str | None = None,
-    alias: str = "production",
-    train_limit: int | None = None,
-    test_limit: int | None = None,
-) -> State:
+@flat(RetrainOptions)
+def retrain(options: RetrainOptions) -> State:
     """Retrain the model and promote it to `alias` if it passes the gate.
 
     `store` is a path or URI (default: $DIGITFLOW_STORE or $DIGITFLOW_HOME/models);
     `train_limit`/`test_limit` keep only the first images, for quick runs and tests.
     """
-    settings = train_config(profile, architecture=architecture, epochs=epochs, seed=seed)
-    thresholds = Thresholds(min_accuracy, max_regression, min_digit_recall)
-    store_root = check_store(store)
-
-    data = load_data(train_limit, test_limit)
-    output = candidate_file(data, settings)
-    training = train_candidate.with_options(refresh_cache=not output.exists())(
-        data, settings, output, return_state=True
-    )
-    trained = training.result()  # raises, failing the run, if training failed
-    candidate = evaluate_candidate(trained["path"], data)
-    production = evaluate_production(store, alias, data)
-    decision = gate(candidate, production, thresholds)
-    expected = None if production is None else production.version  # for compare-and-swap
-    limits = {"train_limit": train_limit, "test_limit": test_limit}
-    metadata = candidate_metadata(
-        candidate, settings, data, limits, decision, thresholds, expected
-    )
-    registered = register_candidate(store, trained, metadata)
-    version = registered.version
-    image = render_report_image(
-        data,
-        candidate,
-        f"v{version}: test accuracy {candidate.accuracy:.4f} on {candidate.count} images",
-        config.home() / "reports" / f"retrain-{flow_run.id}.png",
-    )
+    settings = options.training_config()  # an unknown profile fails the run before any work
+    check_store(options.store)
+    data = load_data(options.train_limit, options.test_limit)
+    training = train_or_reuse(data, settings)
+    candidate = evaluate_candidate(training.path, data)
+    production = evaluate_production(options.store, options.alias, data)
+    decision = gate(candidate, production, options.thresholds)
+    metadata = candidate_metadata(options, training, data, candidate, decision, production)
+    registered = register_candidate(options.store, training.path, metadata)
+    image = render_report_image(data, candidate, registered.version)
     # The one step that changes production, last but for publishing what happened.
-    after, reason = expected, decision.reason
-    if decision.promote:
-        actor = f"prefect-flow-run:{flow_run.id}"
-        after = promote(store, version, alias, expected, decision.reason, actor)
-        if after != version:
-            reason = f"not promoted: passed the gate but {lost_race(after)}"
-    promoted = after == version
-    publish_report(
-        RunSummary(
-            candidate_version=version,
-            candidate_uri=registered.model_uri,
-            candidate=candidate,
-            production_version=expected,
-            production=None if production is None else production.evaluation,
-            decision=decision,
-            promoted=promoted,
-            outcome=reason,
-            thresholds=thresholds,
-            alias=alias,
-            store_root=store_root,
-            training=_training_line(settings, trained, cached=training.name == "Cached"),
-            report_image=image,
-        ),
-        store,
-    )
-    outcome = RetrainOutcome(
-        promoted=promoted,
-        reason=reason,
-        candidate_version=version,
-        production_version=after,
-        accuracy=candidate.accuracy,
-        report_image=str(image),
-    )
-    return Completed(
-        name=PROMOTED if promoted else NOT_PROMOTED,
-        message=f"candidate v{version} {reason}",
-        data=outcome,
-    )
+    promotion = promote_if_passed(options, registered.version, decision, production)
+    publish_report(options, training, registered, candidate, production, decision, promotion, image)
+    return final_state(registered.version, candidate, promotion, image)

@@ -1,8 +1,8 @@
 """When the nightly retrain runs, defined once in code, and Prefect's embedded way to serve it.
 
-`serve_nightly` registers the deployment with its cron schedule and runs its flow runs from this
-process (no work pool or worker). `infra/prefect.yaml` declares the same schedule for
-`prefect deploy` onto a process work pool; a test keeps the two in step.
+`nightly_deployment` is the deployment with its cron schedule, which `digitflow schedule` serves
+from its own process (no work pool or worker). `infra/prefect.yaml` declares the same schedule
+for `prefect deploy` onto a process work pool; a test keeps the two in step.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
     from prefect.schedules import Schedule
 
 FLOW_NAME = "retrain"
@@ -31,33 +32,22 @@ def nightly_schedule(cron: str = NIGHTLY_CRON, timezone: str = NIGHTLY_TIMEZONE)
     return Cron(cron, timezone=timezone)
 
 
-def serve_nightly(
+def nightly_deployment(
     parameters: dict[str, Any],
     cron: str = NIGHTLY_CRON,
     timezone: str = NIGHTLY_TIMEZONE,
     name: str = DEPLOYMENT_NAME,
-    notify_url: str | None = None,
-) -> None:
-    """Create or update the deployment `retrain/<name>` and run its flow runs until stopped.
-
-    One run at a time; stopping the process pauses the schedule (Prefect's default for serve).
-    With `notify_url`, failed and rejected runs are posted there (see `flows.alerts`).
-    """
+) -> RunnerDeployment:
+    """The deployment `retrain/<name>`: the flow on this schedule, with these parameters."""
     from prefect.deployments.runner import EntrypointType
 
     from flows.retrain import retrain
 
-    if notify_url:
-        from flows.alerts import ensure_alerts
-
-        ensure_alerts(notify_url, name)
-
-    retrain.serve(
+    return retrain.to_deployment(
         name=name,
         schedules=[nightly_schedule(cron, timezone)],
         parameters=parameters,
         tags=TAGS,
-        limit=1,
         # Runs import `flows.retrain` from the installed package, whatever the directory.
         entrypoint_type=EntrypointType.MODULE_PATH,
     )

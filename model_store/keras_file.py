@@ -1,16 +1,13 @@
-"""Checks on `.keras` archives without importing Keras, and the one place that loads them."""
+"""Checks on `.keras` archives without importing Keras."""
 
 from __future__ import annotations
 
 import json
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from model_store.errors import CorruptVersion
-
-if TYPE_CHECKING:
-    import keras
 
 
 def read_config(path: Path, what: str) -> dict[str, Any]:
@@ -31,13 +28,3 @@ def describe(config: dict[str, Any]) -> str:
     layers = inner.get("layers", []) if isinstance(inner, dict) else []
     names = ", ".join(str(lay.get("class_name", "?")) for lay in layers if isinstance(lay, dict))
     return f"{config.get('class_name', '?')}({names})"
-
-
-def load(path: Path, what: str) -> keras.Model:
-    """Load with Keras' safe mode (no arbitrary code from lambdas); CorruptVersion on failure."""
-    from digitflow.models import ModelLoadError, load_model
-
-    try:
-        return load_model(path)
-    except ModelLoadError as exc:
-        raise CorruptVersion(f"{what}: {exc}") from None

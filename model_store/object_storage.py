@@ -8,7 +8,7 @@ an overwrite replaces it in one step. See `model_store/README.md` for what that 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import logging
 import os
 import tempfile
 import time
@@ -22,13 +22,49 @@ from apache_beam.io.filesystems import FileSystems
 
 from digitflow import config
 from model_store.errors import StoreError
-from model_store.storage import ChecksumMismatch, copy_stream, sha256_file
+from model_store.files import ChecksumMismatch, copy_stream, verified_file
+
+log = logging.getLogger(__name__)
 
 _RAW = CompressionTypes.UNCOMPRESSED
 
 
+def model_cache() -> Path:
+    """Where fetched model files are kept: `$DIGITFLOW_HOME/cache/models`."""
+    return config.home() / "cache" / "models"
+
+
+def download(uri: str, sha256: str | None, cache: Path) -> Path:
+    """A local copy of `uri` in `cache` whose content has `sha256` (unchecked when None).
+
+    Copies are named by their content (`<sha256>-<name>`), so they never change: one that is
+    already cached and still matches is reused, anything else is fetched again in one
+    atomic replace. Raises FileNotFoundError if `uri` is missing and ChecksumMismatch if its
+    content differs.
+    """
+    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    if sha256 is not None:
+        with contextlib.suppress(FileNotFoundError, ChecksumMismatch):
+            return verified_file(cache / f"{sha256}-{name}", sha256)
+    if not FileSystems.exists(uri):
+        raise FileNotFoundError(uri)
+    log.info("downloading %s", uri)
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f".{name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with FileSystems.open(uri, compression_type=_RAW) as src, tmp.open("wb") as dst:
+            digest = copy_stream(src, dst)
+        if sha256 is not None and digest != sha256:
+            raise ChecksumMismatch(uri)
+        cached = cache / f"{digest}-{name}"
+        os.replace(tmp, cached)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return cached
+
+
 class ObjectStorage:
-    """A store under any URI Beam can read and write; local files are cached per store."""
+    """A store under any URI Beam can read and write; model files are fetched into a cache."""
 
     def __init__(self, root: str, cache_dir: Path | None = None) -> None:
         self.root = root.rstrip("/")
@@ -36,8 +72,7 @@ class ObjectStorage:
             FileSystems.get_filesystem(self.root)
         except ValueError as error:  # unknown scheme, or its Beam extra is not installed
             raise StoreError(f"cannot open store {self.root}: {error}") from None
-        key = hashlib.sha256(self.root.encode()).hexdigest()[:16]
-        self._cache = cache_dir or config.home() / "cache" / "models" / key
+        self._cache = cache_dir or model_cache()
 
     def uri(self, name: str) -> str:
         return FileSystems.join(self.root, *name.split("/"))
@@ -76,23 +111,7 @@ class ObjectStorage:
                 copy_stream(src, dst)
 
     def fetch(self, name: str, sha256: str) -> Path:
-        cached = self._cache / name
-        if cached.is_file() and sha256_file(cached) == sha256:
-            return cached
-        uri = self.uri(name)
-        if not FileSystems.exists(uri):
-            raise FileNotFoundError(uri)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with FileSystems.open(uri, compression_type=_RAW) as src, tmp.open("wb") as dst:
-                digest = copy_stream(src, dst)
-            if digest != sha256:
-                raise ChecksumMismatch(uri)
-            os.replace(tmp, cached)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return cached
+        return download(self.uri(name), sha256, self._cache)
 
     def lock(self) -> AbstractContextManager[None]:
         # Beam's FileSystems offers no conditional write, so no lock can be built on it:

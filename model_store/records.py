@@ -32,12 +32,20 @@ class ModelVersion:
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """A reference turned into a local model file; `version` is None for a file outside."""
+    """A reference pinned to a verified local model file; `version` is None for a file outside.
+
+    `metadata["model_sha256"]` (also `sha256`) is the file's content hash, for either kind.
+    """
 
     version: int | None
     local_path: Path
     uri: str
     metadata: dict[str, Any]
+
+    @property
+    def sha256(self) -> str:
+        """sha256 of the model file: what every later reader (a Beam worker) must find."""
+        return self.metadata["model_sha256"]
 
 
 @dataclass(frozen=True)

@@ -7,24 +7,16 @@ validated parts (version numbers, fixed file names), never from user input.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from model_store.errors import StoreError
-
-_URI = re.compile(r"[a-zA-Z][-a-zA-Z0-9+.]*://")
-_CHUNK = 1 << 20
-
-
-class ChecksumMismatch(Exception):
-    """A file's content does not match the sha256 recorded for it."""
+from model_store.files import is_uri, verified_file
 
 
 class Storage(Protocol):
@@ -80,11 +72,6 @@ class Storage(Protocol):
         ...
 
 
-def is_uri(location: str) -> bool:
-    """True for `scheme://...` locations (gs://, s3://, ...), False for local paths."""
-    return _URI.match(location) is not None
-
-
 def open_storage(root: str) -> Storage:
     """Local storage for a path; Beam's file systems (imported only now) for a `scheme://` URI."""
     if is_uri(root):
@@ -94,22 +81,20 @@ def open_storage(root: str) -> Storage:
     return LocalStorage(Path(root).expanduser())
 
 
-def copy_stream(source: BinaryIO, target: BinaryIO) -> str:
-    """Copy all bytes of `source` to `target`; return their sha256."""
-    digest = hashlib.sha256()
-    while chunk := source.read(_CHUNK):
-        digest.update(chunk)
-        target.write(chunk)
-    return digest.hexdigest()
+def fetch_file(uri: str, sha256: str | None) -> Path:
+    """The file at `uri` as a local file whose content has `sha256` (unchecked when None).
 
+    How Beam workers get the model a job was pinned to, the way `Storage.fetch` gets a store's
+    versions: a local path is checked where it is; a `scheme://` URI is fetched through Beam's
+    file systems into the model cache once (shared with `ObjectStorage`), and the cached copy
+    is checked on every call. Raises FileNotFoundError if the file is missing and
+    ChecksumMismatch if its content differs.
+    """
+    if is_uri(uri):
+        from model_store.object_storage import download, model_cache
 
-def sha256_file(path: Path) -> str:
-    """sha256 of a local file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return download(uri, sha256, model_cache())
+    return verified_file(Path(uri), sha256)
 
 
 def fsync_dir(path: Path) -> None:
@@ -180,12 +165,7 @@ class LocalStorage:
         fsync_dir(target.parent)
 
     def fetch(self, name: str, sha256: str) -> Path:
-        path = self._root / name
-        if not path.is_file():
-            raise FileNotFoundError(str(path))
-        if sha256_file(path) != sha256:
-            raise ChecksumMismatch(str(path))
-        return path
+        return verified_file(self._root / name, sha256)
 
     @contextmanager
     def lock(self) -> Iterator[None]:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from digitflow import config
-from model_store import keras_file, validation
 from model_store.errors import (
     AliasNotFound,
     CorruptVersion,
@@ -28,6 +27,8 @@ from model_store.errors import (
     StoreError,
     VersionNotFound,
 )
+from model_store.files import ChecksumMismatch, copy_stream, is_uri, sha256_file
+from model_store.keras_file import describe, read_config
 from model_store.metadata import complete, now_iso, to_json
 from model_store.records import (
     CorruptEntry,
@@ -38,7 +39,8 @@ from model_store.records import (
     VersionListing,
 )
 from model_store.refs import check_alias, label, parse_ref
-from model_store.storage import ChecksumMismatch, Storage, copy_stream, is_uri, open_storage
+from model_store.storage import Storage, open_storage
+from model_store.validation import validate
 
 if TYPE_CHECKING:
     import keras
@@ -96,9 +98,9 @@ class ModelStore:
             with source.open("rb") as src, (staged / MODEL_FILE).open("wb") as dst:
                 record["model_sha256"] = copy_stream(src, dst)
             # Check the copy, not the source: it is what readers will get.
-            model_config = keras_file.read_config(staged / MODEL_FILE, str(source))
-            validation.validate(staged / MODEL_FILE, str(source))
-            record.setdefault("architecture", keras_file.describe(model_config))
+            model_config = read_config(staged / MODEL_FILE, str(source))
+            validate(staged / MODEL_FILE, str(source))
+            record.setdefault("architecture", describe(model_config))
             with self._storage.lock():
                 version = max(self._numbers(), default=0) + 1
                 record["version"] = version
@@ -139,7 +141,11 @@ class ModelStore:
         return self._version(parsed, metadata, table)
 
     def resolve(self, ref: str | int | os.PathLike[str]) -> ResolvedModel:
-        """A verified local model file for a version, an alias or a `.keras` path outside."""
+        """A version, an alias or a `.keras` path outside pinned to a local file and its sha256.
+
+        A version's file is fetched (object stores: once, into the cache) and checked against
+        the sha256 recorded at registration; a file outside is hashed as it is now.
+        """
         if isinstance(ref, os.PathLike) or (isinstance(ref, str) and ref.endswith(".keras")):
             return _resolve_file(os.fspath(ref))
         version = self.get(ref)
@@ -175,10 +181,15 @@ class ModelStore:
         self._alias_table()
 
     def load_model(self, ref: str | int | os.PathLike[str]) -> keras.Model:
-        """Load a resolved model with Keras' safe mode."""
+        """Load a resolved model with Keras' safe mode; CorruptVersion if Keras cannot."""
+        from digitflow.models import ModelLoadError, load_model
+
         resolved = self.resolve(ref)
-        what = str(resolved.local_path) if resolved.version is None else label(resolved.version)
-        return keras_file.load(resolved.local_path, what)
+        try:
+            return load_model(resolved.local_path)
+        except ModelLoadError as exc:
+            what = resolved.uri if resolved.version is None else label(resolved.version)
+            raise CorruptVersion(f"{what}: {exc}") from None
 
     # --- aliases --------------------------------------------------------------------------
 
@@ -204,7 +215,7 @@ class ModelStore:
         target = self.get(ref)
         model = self._model_file(target)  # present and unchanged since registration
         _check_switch(self._alias_table(), alias, want, target.version)  # fails fast, no Keras
-        validation.validate(model, label(target.version))
+        validate(model, label(target.version))
         with self._storage.lock():
             table = self._alias_table()
             before = _check_switch(table, alias, want, target.version)
@@ -266,16 +277,20 @@ class ModelStore:
             raw = self._storage.read(f"versions/{number}/{METADATA_FILE}")
         except OSError as exc:  # e.g. a directory in its place, or no permission
             reason = exc.strerror or type(exc).__name__
-            raise CorruptVersion(f"v{number}: {METADATA_FILE} cannot be read ({reason})") from None
+            raise CorruptVersion(
+                f"{label(number)}: {METADATA_FILE} cannot be read ({reason})"
+            ) from None
         if raw is None:
             return None
         try:
             data = json.loads(raw)
         except ValueError as exc:
-            raise CorruptVersion(f"v{number}: {METADATA_FILE} is not valid JSON ({exc})") from None
+            raise CorruptVersion(
+                f"{label(number)}: {METADATA_FILE} is not valid JSON ({exc})"
+            ) from None
         problem = _metadata_problem(number, data)
         if problem:
-            raise CorruptVersion(f"v{number}: {METADATA_FILE} is corrupt: {problem}")
+            raise CorruptVersion(f"{label(number)}: {METADATA_FILE} is corrupt: {problem}")
         return data
 
     def _version(
@@ -335,14 +350,14 @@ class ModelStore:
 
 
 def _resolve_file(ref: str) -> ResolvedModel:
-    """A `.keras` file outside the store, checked to be a Keras archive."""
+    """A `.keras` file outside the store, checked to be a Keras archive, with its sha256."""
     if is_uri(ref):
         raise InvalidReference(f"{ref}: register remote model files in a store and use --store")
     path = Path(ref).expanduser().absolute()
     if not path.is_file():
         raise StoreError(f"model file not found: {path}")
-    keras_file.read_config(path, str(path))
-    return ResolvedModel(None, path, str(path), {})
+    read_config(path, str(path))
+    return ResolvedModel(None, path, str(path), {"model_sha256": sha256_file(path)})
 
 
 def _aliases_of(number: int, table: dict[str, Any]) -> tuple[str, ...]:

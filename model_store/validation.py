@@ -51,8 +51,10 @@ def canary_images() -> np.ndarray:
     """The shipped canary digits as the models take them: float32 (20, 28, 28) in [0, 1]."""
     import numpy as np
 
+    from digitflow.data import model_input
+
     with resources.files("model_store").joinpath(CANARY_FILE).open("rb") as fh, np.load(fh) as npz:
-        return np.multiply(npz["images"], np.float32(1 / 255), dtype=np.float32)
+        return model_input(npz["images"])
 
 
 def _shape(model: Any, attribute: str) -> tuple[Any, ...] | None:

@@ -16,8 +16,9 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
-from beam_jobs.classify import MULTI_PROCESS_FROM, direct_defaults, resolve_model, run
+from beam_jobs.classify import model_label, resolve_model, run
 from beam_jobs.csv_rows import COLUMNS
+from beam_jobs.direct import MULTI_PROCESS_FROM, direct_defaults
 from beam_jobs.keras_handler import KerasModelHandler
 from digitflow.scans import render_scan, write_scans
 from model_store import ModelStore
@@ -139,7 +140,7 @@ def test_model_is_pinned_at_launch(production, trained_model_path, tmp_path):
 
     handler = KerasModelHandler(launched.uri, sha256=launched.sha256)
 
-    assert launched.label == "v1"
+    assert model_label(launched) == "v1"
     assert launched.uri == production.get(1).model_uri
     trained = keras.saving.load_model(trained_model_path)
     assert handler.load_model().count_params() == trained.count_params()
@@ -215,7 +216,7 @@ def test_cli_exits_1_when_the_job_fails(mnist, tmp_path):
 
 def test_cli_module_imports_neither_beam_nor_tensorflow():
     code = (
-        "import sys, beam_jobs.cli\n"
+        "import sys, flows.classify_cli\n"
         "print(sorted(m for m in ('apache_beam', 'tensorflow', 'keras', 'prefect') "
         "if m in sys.modules))"
     )

@@ -23,11 +23,11 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from beam_jobs.cli import register
 from beam_jobs.inputs import Source
 from digitflow.cli import app as core_app
 from digitflow.listing import Kind, UnreadableError, path_bytes, path_text, read_file, walk
 from digitflow.scans import render_scan, write_scans
+from flows.classify_cli import register
 
 DIGITFLOW = str(Path(sys.executable).with_name("digitflow"))
 IN_PROCESS = "--direct_running_mode=in_memory"

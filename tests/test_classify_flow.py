@@ -9,11 +9,12 @@ import typer
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.sorting import FlowRunSort
 from typer.testing import CliRunner
 
 from beam_jobs.classify import ClassifySummary
-from beam_jobs.cli import register
 from digitflow.scans import write_scans
+from flows.classify_cli import register
 from flows.classify_folder import SUMMARY_KEY, classify_folder, summary_markdown
 
 IN_PROCESS = "--direct_running_mode=in_memory"
@@ -95,10 +96,22 @@ def test_cli_prefect_flag_runs_the_flow(trained_model_path, scans, tmp_path):
     output = tmp_path / "results.csv"
     args = ["classify", str(scans), "-o", str(output), "--model", str(trained_model_path)]
 
-    result = CliRunner().invoke(app, [*args, "--prefect", IN_PROCESS])
+    result = CliRunner().invoke(app, [*args, "--min-confidence", "0.9", "--prefect", IN_PROCESS])
 
     assert result.exit_code == 0, result.output
     assert "running flow classify-folder" in result.output
     assert "flow run state: Completed with errors (1)" in result.output
     assert "classified 12 (" in result.output
     assert output.is_file()
+    with get_client(sync_client=True) as client:
+        [flow_run] = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+    assert flow_run.parameters == {  # every option, flat, as the command line gave it
+        "source": str(scans),
+        "output": str(output),
+        "model": str(trained_model_path),
+        "store": None,
+        "shards": 1,
+        "min_confidence": 0.9,
+        "overwrite": False,
+        "beam_args": [IN_PROCESS],
+    }

@@ -103,7 +103,7 @@ def started(command: list[str], env: dict[str, str], log: Path) -> Iterator[subp
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=90)  # serve pauses its deployments on the way out
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()

@@ -1,11 +1,13 @@
-"""`digitflow retrain` / `digitflow schedule` wiring, and infra/prefect.yaml kept in step with the
-schedule defined in code. Nothing here starts a Prefect server or trains."""
+"""`digitflow retrain` / `digitflow schedule` wiring: options, checks, the deployment they make,
+and infra/prefect.yaml kept in step with the schedule and options in code. Nothing here starts
+a Prefect server or trains."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -13,14 +15,10 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from beam_jobs.options import spec
 from flows.cli import register
-from flows.schedule import (
-    DEPLOYMENT_NAME,
-    NIGHTLY_CRON,
-    NIGHTLY_TIMEZONE,
-    TAGS,
-    nightly_schedule,
-)
+from flows.options import RetrainOptions, flat
+from flows.schedule import DEPLOYMENT_NAME, NIGHTLY_CRON, NIGHTLY_TIMEZONE, TAGS
 
 REPO = Path(__file__).resolve().parents[1]
 DIGITFLOW = str(Path(sys.executable).with_name("digitflow"))
@@ -32,20 +30,25 @@ def cli() -> typer.Typer:
     return app
 
 
-def test_core_cli_gets_both_commands_without_importing_prefect_or_tensorflow():
+def test_help_lists_every_plugin_command_without_importing_prefect_or_tensorflow():
     code = (
         "import sys\n"
-        "from importlib.metadata import entry_points\n"
-        "from typer.testing import CliRunner\n"
-        "from digitflow.cli import app\n"
-        "[plugin] = entry_points(group='digitflow.commands', name='retrain')\n"
-        "plugin.load()(app)\n"
-        "result = CliRunner().invoke(app, ['--help'])\n"
-        "assert 'retrain' in result.output and 'schedule' in result.output, result.output\n"
+        "from digitflow.cli import main\n"
+        "sys.argv = ['digitflow', '--help']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
         "print(*(name in sys.modules for name in ('prefect', 'tensorflow', 'keras')))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False", "False"]
+    env = {**os.environ, "COLUMNS": "200"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+    )
+    *help_text, imported = out.stdout.splitlines()
+    for command in ("retrain", "schedule", "alerts", "classify", "models"):
+        assert f" {command} " in "\n".join(help_text), out.stdout
+    assert imported.split() == ["False", "False", "False"]
 
 
 def test_schedule_refuses_to_start_without_a_prefect_server(tmp_path: Path):
@@ -84,9 +87,71 @@ def test_retrain_refuses_an_unknown_profile_before_running():
     assert "unknown profile 'nightly'" in result.output
 
 
-def test_nightly_schedule_is_2am_utc():
-    schedule = nightly_schedule()
-    assert (schedule.cron, schedule.timezone) == ("0 2 * * *", "UTC")
+def test_command_line_values_reach_the_command_as_one_option_set():
+    received: list[RetrainOptions] = []
+
+    @flat(RetrainOptions, cli=True)
+    def probe(options: RetrainOptions) -> None:
+        received.append(options)
+
+    app = typer.Typer()
+    app.command("probe")(probe)
+    app.command("other")(lambda: None)  # a command group, as in `digitflow`
+    args = ["probe", "--arch", "mlp", "--min-accuracy", "0.98", "--train-limit", "10"]
+
+    done = CliRunner().invoke(app, args)
+
+    assert done.exit_code == 0, done.output
+    assert received == [RetrainOptions(architecture="mlp", min_accuracy=0.98, train_limit=10)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--min-accuracy", "1.5"], "'--min-accuracy': Input should be less than or equal to 1"),
+        (["--epochs", "0"], "'--epochs': Input should be greater than or equal to 1"),
+    ],
+)
+def test_retrain_refuses_values_out_of_their_bounds(args, message):
+    result = CliRunner().invoke(cli(), ["retrain", *args])
+
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_the_served_deployment_carries_the_schedule_and_options_given():
+    from flows.schedule import nightly_deployment
+
+    options = RetrainOptions(profile="fast", architecture="mlp", min_accuracy=0.98)
+
+    deployment = nightly_deployment(options.parameters(), "30 1 * * *", "Europe/Paris", "night")
+
+    assert deployment.name == "night"
+    assert deployment.entrypoint == "flows.retrain.retrain"  # the installed module, any folder
+    [schedule] = deployment.schedules
+    assert (schedule.schedule.cron, schedule.schedule.timezone) == ("30 1 * * *", "Europe/Paris")
+    assert deployment.parameters == {
+        "profile": "fast",
+        "architecture": "mlp",
+        "min_accuracy": 0.98,
+        "max_regression": RetrainOptions.max_regression,
+        "min_digit_recall": RetrainOptions.min_digit_recall,
+        "alias": "production",
+    }
+
+
+def test_the_flow_parameter_schema_is_the_option_set():
+    """What the Prefect UI's run form and `prefect deploy` show: each option, flat, with its
+    default and help; what the server validates parameters against."""
+    from flows.retrain import retrain
+
+    schema = retrain.parameters.model_dump_for_openapi()
+
+    assert list(schema["properties"]) == [item.name for item in fields(RetrainOptions)]
+    for item in fields(RetrainOptions):
+        assert schema["properties"][item.name]["default"] == item.default
+        assert schema["properties"][item.name]["description"] == spec(item).help
+    assert "required" not in schema
 
 
 def test_prefect_yaml_deploys_the_flow_on_the_schedule_in_code():
@@ -104,4 +169,5 @@ def test_prefect_yaml_deploys_the_flow_on_the_schedule_in_code():
     ]
     assert deployment["tags"] == TAGS
     assert deployment["work_pool"]["name"] == "digitflow"
+    assert set(deployment["parameters"]) <= {item.name for item in fields(RetrainOptions)}
     assert spec["pull"] == []  # runs import the installed package; nothing to fetch

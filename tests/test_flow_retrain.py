@@ -235,3 +235,29 @@ def test_a_candidate_that_loses_the_promotion_race_is_recorded_as_such(model_fil
     assert after == first.version
     assert store.aliases() == {"production": first.version}
     assert store.get(second.version).metadata["promotion"] == "lost the promotion race to v1"
+
+
+def test_a_candidate_that_passes_the_gate_but_loses_the_race_is_not_promoted(model_file: Path):
+    from prefect import flow
+
+    from flows.gate import Decision
+    from flows.options import RetrainOptions
+    from flows.retrain import Promotion, promote_if_passed
+
+    store = ModelStore()
+    first, second = (store.register(model_file, {"metrics": {}}) for _ in range(2))
+    store.promote(first.version, expected=None, reason="the other run", actor="test")
+
+    @flow
+    def promote_what_passed_against_no_production() -> Promotion:
+        passed = Decision(True, "promoted as the first model")
+        return promote_if_passed(RetrainOptions(), second.version, passed, None)
+
+    promotion = promote_what_passed_against_no_production()
+
+    assert promotion == Promotion(
+        promoted=False,
+        after=first.version,
+        reason="not promoted: passed the gate but lost the promotion race to v1",
+    )
+    assert store.aliases() == {"production": first.version}

@@ -30,12 +30,6 @@ def checks(decision) -> dict[str, bool]:
     return {check.name: check.passed for check in decision.checks}
 
 
-def test_defaults_are_the_missions_rule():
-    assert Thresholds() == Thresholds(
-        min_accuracy=0.97, max_regression=0.002, min_digit_recall=0.95
-    )
-
-
 def test_first_model_is_promoted_on_the_floors_alone():
     decision = decide(evaluation(spread(20)), None, Thresholds())
 

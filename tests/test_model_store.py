@@ -25,9 +25,10 @@ from model_store import (
     VersionNotFound,
     build_metadata,
 )
+from model_store.files import ChecksumMismatch, sha256_file
 from model_store.metadata import complete, to_json
-from model_store.object_storage import ObjectStorage
-from model_store.storage import sha256_file
+from model_store.object_storage import ObjectStorage, download
+from model_store.storage import fetch_file
 
 
 def metadata(accuracy: float) -> dict:
@@ -139,8 +140,10 @@ def test_resolve_and_load_with_keras(store: ModelStore, model_file: Path) -> Non
     assert resolved.metadata["metrics"]["accuracy"] == 0.9
     assert store.load_model("production").output_shape == (None, 10)
 
+    assert resolved.sha256 == sha256_file(model_file)
     outside = store.resolve(model_file)
     assert (outside.version, outside.local_path) == (None, model_file)
+    assert outside.sha256 == resolved.sha256
     assert store.resolve(str(model_file)).local_path == model_file
 
 
@@ -164,6 +167,32 @@ def test_object_store_reads_through_a_verified_cache(tmp_path: Path, model_file:
     cached.unlink()
     with pytest.raises(CorruptVersion, match="sha256"):
         reader.resolve(3)
+
+
+def test_a_pinned_model_is_fetched_once_and_checked_on_every_use(
+    tmp_path: Path, model_file: Path
+) -> None:
+    root, cache = tmp_path / "bucket" / "models", tmp_path / "cache"
+    launcher = ModelStore(storage=ObjectStorage(str(root), cache_dir=cache))
+    version = launcher.register(model_file, metadata(0.9))
+    pinned = launcher.resolve(1)
+    assert pinned.sha256 == version.metadata["model_sha256"] == sha256_file(model_file)
+
+    # A worker given the version's URI and sha256 finds the launcher's copy: no second fetch.
+    (root / "versions" / "1" / "model.keras").unlink()
+    assert download(version.model_uri, pinned.sha256, cache) == pinned.local_path
+    with pytest.raises(FileNotFoundError):
+        download(version.model_uri, "0" * 64, cache)
+
+
+def test_fetch_file_checks_a_local_file_where_it_is(tmp_path: Path, model_file: Path) -> None:
+    digest = sha256_file(model_file)
+    assert fetch_file(str(model_file), digest) == model_file
+    assert fetch_file(str(model_file), None) == model_file
+    with pytest.raises(ChecksumMismatch):
+        fetch_file(str(model_file), "0" * 64)
+    with pytest.raises(FileNotFoundError):
+        fetch_file(str(tmp_path / "gone.keras"), digest)
 
 
 def test_unusable_object_store_uri_is_a_clear_error() -> None:

@@ -1,4 +1,6 @@
-"""`digitflow classify`: bulk-classify a folder of scans into CSV with the Beam pipeline.
+"""`digitflow classify`: bulk-classify a folder of scans into CSV with the Beam pipeline, plainly
+or (--prefect) as the Prefect flow `classify-folder`. Its options are the fields of
+`beam_jobs.options.ClassifyOptions`.
 
 The core CLI imports this module at every start, so it stays cheap: Beam, TensorFlow and
 Prefect are imported inside the command only.
@@ -7,13 +9,16 @@ Prefect are imported inside the command only.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from beam_jobs.csv_rows import DEFAULT_MIN_CONFIDENCE
+from beam_jobs.options import ClassifyOptions
+from flows.options import flat
 
 if TYPE_CHECKING:
     from beam_jobs.classify import ClassifySummary
@@ -30,40 +35,10 @@ def register(app: typer.Typer) -> None:
     )(classify_command)
 
 
+@flat(ClassifyOptions, cli=True)
 def classify_command(
     ctx: typer.Context,
-    source: Annotated[
-        str,
-        typer.Argument(
-            metavar="INPUT", help="Folder (searched recursively), glob, or gs:// / s3:// prefix."
-        ),
-    ],
-    output: Annotated[
-        str,
-        typer.Option(
-            "--output", "-o", metavar="PATH.csv", help="Results; failures go to PATH.errors.csv."
-        ),
-    ],
-    model: Annotated[
-        str, typer.Option(help="Alias, version (7, v7) or a .keras file.")
-    ] = "production",
-    store: Annotated[
-        str | None,
-        typer.Option(
-            metavar="URI",
-            show_default=False,
-            help="Model store (default: $DIGITFLOW_STORE or $DIGITFLOW_HOME/models).",
-        ),
-    ] = None,
-    shards: Annotated[
-        int, typer.Option(min=1, help="Write N result files (big jobs), each with a header.")
-    ] = 1,
-    min_confidence: Annotated[
-        float, typer.Option(min=0.0, max=1.0, help="Rows below it get low_confidence=true.")
-    ] = DEFAULT_MIN_CONFIDENCE,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace existing results and errors files.")
-    ] = False,
+    options: ClassifyOptions,
     prefect: Annotated[
         bool,
         typer.Option(
@@ -82,7 +57,7 @@ def classify_command(
 
     Exit status 0 when the job ran, bad images included (listed in PATH.errors.csv), else 1.
     """
-    if source.startswith("-"):  # click took an unknown (Beam) option for INPUT
+    if options.source.startswith("-"):  # click took an unknown (Beam) option for INPUT
         raise typer.BadParameter(
             "INPUT comes before Beam's options, e.g. `digitflow classify scans/ "
             "--output out.csv --runner DirectRunner`",
@@ -90,19 +65,9 @@ def classify_command(
         )
     from beam_jobs.classify import ClassifyError, job_args, run
 
-    settings = {
-        "source": source,
-        "output": output,
-        "model": model,
-        "store": store,
-        "shards": shards,
-        "min_confidence": min_confidence,
-        "overwrite": overwrite,
-        "beam_args": ctx.args,
-    }
     _log_to_stderr()
     try:
-        summary = _run_flow(settings) if prefect else run(job_args(**settings))
+        summary = _run_flow(options, ctx.args) if prefect else run(job_args(options, ctx.args))
     except ClassifyError as error:
         err_console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -122,7 +87,7 @@ def _log_to_stderr() -> None:
         logger.propagate = False  # Prefect's root handlers would print every line again
 
 
-def _run_flow(settings: dict[str, Any]) -> ClassifySummary:
+def _run_flow(options: ClassifyOptions, beam_args: Sequence[str]) -> ClassifySummary:
     """Run the job inside the `classify-folder` Prefect flow; print where the run is shown."""
     from prefect.settings import get_current_settings
 
@@ -131,7 +96,7 @@ def _run_flow(settings: dict[str, Any]) -> ClassifySummary:
     prefect = get_current_settings()
     where = prefect.api.url or "a temporary local Prefect server"
     console.print(f"running flow classify-folder on {where}", highlight=False)
-    state = classify_folder(**settings, return_state=True)
+    state = classify_folder(**asdict(options), beam_args=list(beam_args), return_state=True)
     console.print(f"flow run state: {state.name}", highlight=False)
     if prefect.ui_url:
         run_page = f"runs/flow-run/{state.state_details.flow_run_id}"
