@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 
 from beam_jobs.options import ClassifyOptions
+from digitflow import terminal
 from flows.options import flat
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def _log_to_stderr() -> None:
     logger = logging.getLogger("beam_jobs")
     if not logger.handlers:
         logger.setLevel(logging.INFO)
-        logger.addHandler(RichHandler(console=err_console, show_path=False))
+        logger.addHandler(terminal.log_handler())
         logger.propagate = False  # Prefect's root handlers would print every line again
 
 
