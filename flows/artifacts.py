@@ -14,6 +14,7 @@ from pathlib import Path
 from digitflow.evaluate import Evaluation
 from flows.gate import Decision, Thresholds
 from model_store import HistoryEntry, ModelVersion
+from model_store.refs import label
 
 REPORT_KEY = "retrain-report"
 PER_DIGIT_KEY = "retrain-per-digit"
@@ -66,7 +67,7 @@ def report_markdown(summary: RunSummary) -> str:
     after = summary.candidate_version if summary.promoted else summary.production_version
     ours = _metrics(summary.candidate)
     theirs = _metrics(summary.production) if summary.production is not None else {}
-    production = "none" if summary.production_version is None else f"v{summary.production_version}"
+    production = label(summary.production_version)
     lines = [
         f"# Retrain: v{summary.candidate_version} {verdict}",
         "",
@@ -95,7 +96,7 @@ def report_markdown(summary: RunSummary) -> str:
         "## Model",
         "",
         f"- candidate: v{summary.candidate_version} at `{summary.candidate_uri}`",
-        f"- {summary.alias} after this run: {'none' if after is None else f'v{after}'}",
+        f"- {summary.alias} after this run: {label(after)}",
         f"- store: `{summary.store_root}`",
         f"- training: {summary.training}",
         f"- report image file: `{summary.report_image}` (on the host that ran the flow)",
@@ -150,11 +151,11 @@ def history_rows(
         rows.append(
             {
                 "date": version.created_at.replace("T", " ")[:16],
-                "version": f"v{version.version}",
+                "version": label(version.version),
                 "accuracy": "-" if accuracy is None else round(accuracy, 4),
                 "lowest digit recall": round(min(recall.values()), 4) if recall else "-",
                 "decision": _decision(version.metadata),
-                f"{alias} after": f"v{before[-1].to_version}" if before else "none",
+                f"{alias} after": label(before[-1].to_version if before else None),
             }
         )
     return rows[::-1][:HISTORY_ROWS]
@@ -164,7 +165,7 @@ def publish(summary: RunSummary, history: list[dict]) -> None:
     """Create the run's artifacts under their stable keys."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    version = f"v{summary.candidate_version}"
+    version = label(summary.candidate_version)
     create_markdown_artifact(
         report_markdown(summary),
         key=REPORT_KEY,
