@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 UV = $(BIN)/uv pip --quiet
 
-.PHONY: install lock run test lint server browser
+.PHONY: install lock run test lint server browser postgres
 
 install: $(VENV)/.installed
 
@@ -36,7 +36,7 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 
-test: lint browser
+test: lint browser postgres
 	$(BIN)/pytest
 
 # A local Prefect server with its UI at http://127.0.0.1:4200, on SQLite in ~/.prefect (the
@@ -49,4 +49,12 @@ browser:
 	@test -x /usr/bin/chromium || { \
 		echo "installing chromium (apt-get, needs root)"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; \
+	}
+
+# PostgreSQL for the Prefect-on-PostgreSQL test, which runs its own cluster in a temporary folder
+# (any major version; Debian 12's is 15, the one infra/compose.yaml pins).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		echo "installing postgresql (apt-get, needs root)"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; \
 	}

@@ -18,7 +18,8 @@ from functools import cached_property
 from apache_beam.io.filesystem import CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
 
-from digitflow.listing import Entry, Kind, entry, is_image_name, read_file, walk
+from digitflow import objects
+from digitflow.listing import Entry, Kind, UnreadableError, entry, is_image_name, read_file, walk
 
 GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -91,10 +92,19 @@ class Source:
 
 
 def read_input(path: bytes) -> bytes:
-    """The content of one listed file (a path as `os.fsencode` gives it)."""
+    """The content of one listed file (a path as `os.fsencode` gives it).
+
+    s3:// and gs:// objects are read with one request through the worker's one client
+    (`digitflow.objects`): Beam's S3 file system builds a new client for every open.
+    """
     name = os.fsdecode(path)
     if FileSystems.get_scheme(name) is None:
         return read_file(path)
+    if objects.is_object_uri(name):
+        found = objects.get(name)
+        if found is None:
+            raise UnreadableError("unreadable: the object no longer exists")
+        return found.data
     with FileSystems.open(name, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         return handle.read()
 

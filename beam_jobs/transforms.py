@@ -100,7 +100,7 @@ class _Preprocess(beam.DoFn):
         except (PreprocessError, UnreadableError) as error:
             yield TaggedOutput(FAILURES, (path, str(error)))
         except OSError as error:  # an object store's read
-            reason = getattr(error, "strerror", None) or type(error).__name__
+            reason = error.strerror or " ".join(str(error).split())[:200] or type(error).__name__
             yield TaggedOutput(FAILURES, (path, f"unreadable: {reason}"))
 
 

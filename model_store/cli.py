@@ -1,7 +1,7 @@
 """`digitflow models ...`: list, show, register, promote, roll back and audit model versions.
 
 The core CLI imports this module at every start, so it must stay cheap: no Keras, TensorFlow
-or Beam imports here (the store imports Beam itself, and only for object-store URIs).
+or Beam imports here (the S3 and GCS clients are imported on first use, for such stores only).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""File helpers both storage layers share: locations, streamed sha256 copies, verified files."""
+"""What both storage layers share: locations, streamed sha256 copies, verified files, and the
+exceptions they raise to the store."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ class ChecksumMismatch(Exception):
     """A file's content does not match the sha256 recorded for it."""
 
 
+class WriteConflict(Exception):
+    """A conditional write lost: the object changed (or was taken) since it was read."""
+
+
 def is_uri(location: str) -> bool:
-    """True for `scheme://...` locations (gs://, s3://, ...), False for local paths."""
+    """True for `scheme://...` locations (s3://, gs://, ...), False for local paths."""
     return _URI.match(location) is not None
 
 

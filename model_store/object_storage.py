@@ -1,8 +1,8 @@
-"""Stores on object stores (gs://, s3://, ...) through Beam's `FileSystems` layer.
+"""Stores on S3 (`s3://bucket/prefix`) and GCS (`gs://bucket/prefix`), through digitflow.objects.
 
-Object stores cannot rename atomically and have no cross-client locks. Safety comes from
-whole-object writes instead: an object becomes visible only once its upload completes, and
-an overwrite replaces it in one step. See `model_store/README.md` for what that guarantees.
+Object stores cannot rename, but they write whole objects conditionally: S3 `If-Match` (the
+ETag read) and `If-None-Match: *` (absent), GCS `ifGenerationMatch`. Every change here is such
+a write, so concurrent writers cannot overwrite each other. See `model_store/README.md`.
 """
 
 from __future__ import annotations
@@ -10,28 +10,35 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
+import re
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
-
-from digitflow import config
+from digitflow import config, objects
 from model_store.errors import StoreError
-from model_store.files import ChecksumMismatch, copy_stream, verified_file
+from model_store.files import ChecksumMismatch, WriteConflict, sha256_file, verified_file
 
 log = logging.getLogger(__name__)
 
-_RAW = CompressionTypes.UNCOMPRESSED
+_OBJECT_URI = re.compile(r"(s3|gs)://[^/]+(/.*)?")
+_HISTORY_READERS = 16  # history entries fetched at once: one request each
 
 
 def model_cache() -> Path:
     """Where fetched model files are kept: `$DIGITFLOW_HOME/cache/models`."""
     return config.home() / "cache" / "models"
+
+
+def check_uri(uri: str, what: str) -> str:
+    """`uri` if it is an s3:// or gs:// URI with a bucket, else StoreError naming `what` it is."""
+    if not _OBJECT_URI.fullmatch(uri):
+        raise StoreError(f"unsupported {what} URI {uri}: use a local path, s3:// or gs://")
+    return uri
 
 
 def download(uri: str, sha256: str | None, cache: Path) -> Path:
@@ -42,18 +49,17 @@ def download(uri: str, sha256: str | None, cache: Path) -> Path:
     atomic replace. Raises FileNotFoundError if `uri` is missing and ChecksumMismatch if its
     content differs.
     """
-    name = uri.rstrip("/").rsplit("/", 1)[-1]
+    name = check_uri(uri, "model").rstrip("/").rsplit("/", 1)[-1]
     if sha256 is not None:
         with contextlib.suppress(FileNotFoundError, ChecksumMismatch):
             return verified_file(cache / f"{sha256}-{name}", sha256)
-    if not FileSystems.exists(uri):
-        raise FileNotFoundError(uri)
     log.info("downloading %s", uri)
     cache.mkdir(parents=True, exist_ok=True)
     tmp = cache / f".{name}.{uuid.uuid4().hex}.tmp"
     try:
-        with FileSystems.open(uri, compression_type=_RAW) as src, tmp.open("wb") as dst:
-            digest = copy_stream(src, dst)
+        with tmp.open("wb") as fh:
+            objects.download(uri, fh)
+        digest = sha256_file(tmp)
         if sha256 is not None and digest != sha256:
             raise ChecksumMismatch(uri)
         cached = cache / f"{digest}-{name}"
@@ -64,80 +70,71 @@ def download(uri: str, sha256: str | None, cache: Path) -> Path:
 
 
 class ObjectStorage:
-    """A store under any URI Beam can read and write; model files are fetched into a cache."""
+    """A store under an s3:// or gs:// prefix; model files are fetched into a local cache.
+
+    Tokens are S3 ETags and GCS generations. A version's number is claimed by writing its
+    model object only if absent; history entries are objects of their own, named by the time
+    taken just before the alias write they record, so their order is that of the writes.
+    """
 
     def __init__(self, root: str, cache_dir: Path | None = None) -> None:
-        self.root = root.rstrip("/")
-        try:
-            FileSystems.get_filesystem(self.root)
-        except ValueError as error:  # unknown scheme, or its Beam extra is not installed
-            raise StoreError(f"cannot open store {self.root}: {error}") from None
+        self.root = check_uri(root, "store").rstrip("/")
         self._cache = cache_dir or model_cache()
 
     def uri(self, name: str) -> str:
-        return FileSystems.join(self.root, *name.split("/"))
+        return f"{self.root}/{name}"
 
-    def read(self, name: str) -> bytes | None:
-        uri = self.uri(name)
-        if not FileSystems.exists(uri):
-            return None
-        with FileSystems.open(uri, compression_type=_RAW) as fh:
-            return fh.read()
+    def read_versioned(self, name: str) -> tuple[bytes | None, str | None]:
+        blob = objects.get(self.uri(name))
+        return (None, None) if blob is None else (blob.data, blob.version)
 
-    def write(self, name: str, data: bytes) -> None:
-        # One object, written in one upload: readers see the old or the new object, never a mix.
-        with FileSystems.create(self.uri(name), compression_type=_RAW) as fh:
-            fh.write(data)
+    def write_if(self, name: str, data: bytes, token: str | None, *, history: str | None) -> None:
+        # A later writer read this write's result, after this stamp: stamps follow the writes.
+        stamp = time.time_ns()
+        self._put(name, data, token)
+        if history is not None:
+            entry = f"history/{stamp:020d}-{uuid.uuid4().hex[:8]}.json"
+            self._put(entry, (history + "\n").encode(), None)
 
     def children(self, name: str) -> list[str]:
         prefix = self.uri(name) + "/"
-        matches = FileSystems.match([FileSystems.join(self.uri(name), "*", "*")])[0]
-        return sorted({m.path[len(prefix) :].split("/")[0] for m in matches.metadata_list})
+        return sorted({uri[len(prefix) :].split("/")[0] for uri in objects.names(prefix)})
 
     @contextmanager
     def staging(self) -> Iterator[Path]:
-        with tempfile.TemporaryDirectory(prefix="digitflow-stage-") as tmp:
+        with TemporaryDirectory(prefix="digitflow-stage-") as tmp:
             yield Path(tmp)
 
     def publish(self, staged: Path, name: str, *, marker: str) -> None:
-        # No atomic rename: upload everything else first, the marker last. Readers ignore a
-        # version until its marker exists, so a crash mid-upload leaves nothing visible.
-        files = sorted(staged.iterdir(), key=lambda path: path.name == marker)
-        for path in files:
-            with (
-                path.open("rb") as src,
-                FileSystems.create(self.uri(f"{name}/{path.name}"), compression_type=_RAW) as dst,
-            ):
-                copy_stream(src, dst)
+        # No rename: the first object written only if absent claims `name`; readers ignore a
+        # version until its marker exists, so a crash mid-upload leaves nothing visible. Bytes,
+        # not a stream: fake-gcs-server ignores ifGenerationMatch on resumable uploads.
+        for path in sorted(staged.iterdir(), key=lambda path: path.name == marker):
+            self._put(f"{name}/{path.name}", path.read_bytes(), None)
 
     def fetch(self, name: str, sha256: str) -> Path:
         return download(self.uri(name), sha256, self._cache)
-
-    def lock(self) -> AbstractContextManager[None]:
-        # Beam's FileSystems offers no conditional write, so no lock can be built on it:
-        # concurrent writers to one object store must be serialised outside (see README).
-        return contextlib.nullcontext()
 
     def check_writable(self) -> None:
         # Object stores have no directories: write a probe object and delete it again.
         probe = self.uri(f".write-check-{uuid.uuid4().hex}")
         try:
-            with FileSystems.create(probe, compression_type=_RAW) as fh:
-                fh.write(b"")
-            FileSystems.delete([probe])
-        except OSError as error:  # Beam's BeamIOError is an OSError
-            reason = " ".join(str(error).split())[:200] or type(error).__name__
+            objects.put(probe, b"", if_version=objects.ABSENT)
+            objects.delete(probe)
+        except objects.ObjectStoreError as error:
+            reason = str(error).removeprefix(f"{probe}: ")
             raise StoreError(f"store root {self.root} is not writable ({reason})") from None
 
-    def append_history(self, line: str) -> None:
-        # Objects cannot be appended to; one object per entry never loses a concurrent entry.
-        name = f"history/{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
-        self.write(name, (line + "\n").encode())
-
     def read_history(self) -> list[str]:
-        matches = FileSystems.match([self.uri("history/*.json")])[0]
-        lines = []
-        for path in sorted(m.path for m in matches.metadata_list):
-            with FileSystems.open(path, compression_type=_RAW) as fh:
-                lines.append(fh.read().decode(errors="replace").strip())
-        return lines
+        uris = [uri for uri in objects.names(self.uri("history/")) if uri.endswith(".json")]
+        with ThreadPoolExecutor(_HISTORY_READERS) as pool:
+            blobs = list(pool.map(objects.get, uris))
+        return [blob.data.decode(errors="replace").strip() for blob in blobs if blob is not None]
+
+    def _put(self, name: str, data: bytes, token: str | None) -> None:
+        """Write `name` if it is still as read with `token` (None: if absent)."""
+        condition = objects.ABSENT if token is None else token
+        try:
+            objects.put(self.uri(name), data, if_version=condition)
+        except objects.PreconditionFailed:
+            raise WriteConflict(self.uri(name)) from None

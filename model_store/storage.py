@@ -1,12 +1,15 @@
-"""The file-system layer under the store: local directories here, object stores via Beam.
+"""The storage layer under the store: local directories here, s3:// and gs:// in object_storage.
 
 Names passed to a `Storage` are relative, `/`-separated and built by the store itself from
-validated parts (version numbers, fixed file names), never from user input.
+validated parts (version numbers, fixed file names), never from user input. Nothing is ever
+locked for long: every change is a conditional write that raises WriteConflict, changing
+nothing, when its target changed since it was read.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import uuid
@@ -16,7 +19,10 @@ from pathlib import Path
 from typing import Protocol
 
 from model_store.errors import StoreError
-from model_store.files import is_uri, verified_file
+from model_store.files import WriteConflict, is_uri, verified_file
+from model_store.object_storage import ObjectStorage, download, model_cache
+
+HISTORY_FILE = "history.jsonl"
 
 
 class Storage(Protocol):
@@ -28,12 +34,17 @@ class Storage(Protocol):
         """Full path or URI of `name`."""
         ...
 
-    def read(self, name: str) -> bytes | None:
-        """Content of `name`, or None if it does not exist."""
+    def read_versioned(self, name: str) -> tuple[bytes | None, str | None]:
+        """Content of `name` (None if it does not exist) and the token `write_if` expects."""
         ...
 
-    def write(self, name: str, data: bytes) -> None:
-        """Replace `name` so that readers see either the old or the new content, never a mix."""
+    def write_if(self, name: str, data: bytes, token: str | None, *, history: str | None) -> None:
+        """Replace `name` if it is still as read with `token` (None: still absent).
+
+        Readers see the old or the new content, never a mix. Raises WriteConflict, changing
+        nothing, if `name` changed since. `history`, one JSON line, is then recorded in the
+        alias history, in the order of the writes.
+        """
         ...
 
     def children(self, name: str) -> list[str]:
@@ -45,7 +56,10 @@ class Storage(Protocol):
         ...
 
     def publish(self, staged: Path, name: str, *, marker: str) -> None:
-        """Make the staged directory appear as `name`; `marker` is the file that commits it."""
+        """Make the staged files appear under `name`, `marker` (the commit) last.
+
+        Raises WriteConflict, writing nothing, if another writer has taken `name`.
+        """
         ...
 
     def fetch(self, name: str, sha256: str) -> Path:
@@ -55,16 +69,8 @@ class Storage(Protocol):
         """
         ...
 
-    def lock(self) -> AbstractContextManager[None]:
-        """Exclusive lock around read-check-write sequences."""
-        ...
-
     def check_writable(self) -> None:
         """StoreError unless files can be created under the root; leaves nothing behind."""
-        ...
-
-    def append_history(self, line: str) -> None:
-        """Durably append one JSON line to the alias history, on a line of its own."""
         ...
 
     def read_history(self) -> list[str]:
@@ -73,10 +79,8 @@ class Storage(Protocol):
 
 
 def open_storage(root: str) -> Storage:
-    """Local storage for a path; Beam's file systems (imported only now) for a `scheme://` URI."""
+    """Local storage for a path, object storage for an s3:// or gs:// URI."""
     if is_uri(root):
-        from model_store.object_storage import ObjectStorage
-
         return ObjectStorage(root)
     return LocalStorage(Path(root).expanduser())
 
@@ -85,14 +89,12 @@ def fetch_file(uri: str, sha256: str | None) -> Path:
     """The file at `uri` as a local file whose content has `sha256` (unchecked when None).
 
     How Beam workers get the model a job was pinned to, the way `Storage.fetch` gets a store's
-    versions: a local path is checked where it is; a `scheme://` URI is fetched through Beam's
-    file systems into the model cache once (shared with `ObjectStorage`), and the cached copy
-    is checked on every call. Raises FileNotFoundError if the file is missing and
-    ChecksumMismatch if its content differs.
+    versions: a local path is checked where it is; an s3:// or gs:// URI is downloaded into the
+    model cache once (shared with `ObjectStorage`), and the cached copy is checked on every
+    call. Raises FileNotFoundError if the file is missing and ChecksumMismatch if its content
+    differs.
     """
     if is_uri(uri):
-        from model_store.object_storage import download, model_cache
-
         return download(uri, sha256, model_cache())
     return verified_file(Path(uri), sha256)
 
@@ -106,12 +108,23 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-class LocalStorage:
-    """A store in a local (or POSIX network) directory.
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as fh:
+        os.fsync(fh.fileno())
 
-    Pointer writes go to a temporary file that is fsynced and then `os.replace`d, which is
-    atomic on POSIX; versions are assembled under `.staging/` and renamed into place; an
-    `flock` on `.lock` serialises read-check-write sequences across processes.
+
+def _token(data: bytes | None) -> str | None:
+    """A local file's compare-and-swap token: the sha256 of its content, None when absent."""
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+class LocalStorage:
+    """A store in a local directory.
+
+    A conditional write takes an exclusive `flock` on `.lock`, compares the file's content
+    with the token, writes a temporary file, fsyncs it and `os.replace`s it over the old one
+    (atomic on POSIX). A version's number is claimed with `mkdir` (which fails if another
+    writer made it first); its files are then renamed in from `.staging/`, the marker last.
     """
 
     def __init__(self, root: Path) -> None:
@@ -121,25 +134,17 @@ class LocalStorage:
     def uri(self, name: str) -> str:
         return str(self._root / name)
 
-    def read(self, name: str) -> bytes | None:
-        try:
-            return (self._root / name).read_bytes()
-        except FileNotFoundError:
-            return None
+    def read_versioned(self, name: str) -> tuple[bytes | None, str | None]:
+        data = self._read(name)
+        return data, _token(data)
 
-    def write(self, name: str, data: bytes) -> None:
-        path = self._root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with tmp.open("wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        fsync_dir(path.parent)
+    def write_if(self, name: str, data: bytes, token: str | None, *, history: str | None) -> None:
+        with self._lock():
+            if _token(self._read(name)) != token:
+                raise WriteConflict(self.uri(name))
+            self._replace(name, data)
+            if history is not None:
+                self._append_history(history)
 
     def children(self, name: str) -> list[str]:
         directory = self._root / name
@@ -155,24 +160,20 @@ class LocalStorage:
             shutil.rmtree(staged, ignore_errors=True)
 
     def publish(self, staged: Path, name: str, *, marker: str) -> None:
-        for path in staged.iterdir():
-            with path.open("rb") as fh:
-                os.fsync(fh.fileno())
-        fsync_dir(staged)
         target = self._root / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(staged, target)  # atomic; fails if `target` exists
+        try:
+            target.mkdir()  # the claim: exactly one writer creates it
+        except FileExistsError:
+            raise WriteConflict(str(target)) from None
         fsync_dir(target.parent)
+        for path in sorted(staged.iterdir(), key=lambda path: path.name == marker):
+            _fsync_file(path)
+            os.rename(path, target / path.name)
+            fsync_dir(target)
 
     def fetch(self, name: str, sha256: str) -> Path:
         return verified_file(self._root / name, sha256)
-
-    @contextmanager
-    def lock(self) -> Iterator[None]:
-        self._root.mkdir(parents=True, exist_ok=True)
-        with (self._root / ".lock").open("ab") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes or the process dies
-            yield
 
     def check_writable(self) -> None:
         # Creates the root (and missing parents), as the first registration would; a probe
@@ -188,10 +189,40 @@ class LocalStorage:
             reason = error.strerror or type(error).__name__
             raise StoreError(f"store root {self.root} is not writable ({reason})") from None
 
-    def append_history(self, line: str) -> None:
+    def read_history(self) -> list[str]:
+        data = self._read(HISTORY_FILE)
+        text = "" if data is None else data.decode(errors="replace")
+        return [line for line in text.split("\n") if line.strip()]
+
+    def _read(self, name: str) -> bytes | None:
+        try:
+            return (self._root / name).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
         self._root.mkdir(parents=True, exist_ok=True)
-        path = self._root / "history.jsonl"
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        with (self._root / ".lock").open("ab") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)  # released when the file closes or the process dies
+            yield
+
+    def _replace(self, name: str, data: bytes) -> None:
+        path = self._root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            with tmp.open("wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        fsync_dir(path.parent)
+
+    def _append_history(self, line: str) -> None:
+        fd = os.open(self._root / HISTORY_FILE, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             size = os.fstat(fd).st_size
             # A crash mid-append leaves a last line without its newline: start a new line so
@@ -201,8 +232,3 @@ class LocalStorage:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-    def read_history(self) -> list[str]:
-        data = self.read("history.jsonl")
-        text = "" if data is None else data.decode(errors="replace")
-        return [line for line in text.split("\n") if line.strip()]

@@ -6,17 +6,24 @@ Layout under the root (local directory or object-store prefix):
     versions/<n>/metadata.json   written last: a version without it does not exist yet
     aliases.json                 {"production": {"version": 7, "previous": [5, 6]}, ...}
     history.jsonl                one JSON line per alias change (object stores: history/*.json)
+
+Nothing is locked across a change: each is a read-modify-write whose write succeeds only if
+its object did not change since it was read (compare-and-swap), retried when it did.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import random
 import re
+import time
+from collections.abc import Callable
 from enum import Enum
 from numbers import Real
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from digitflow import config
 from model_store.errors import (
@@ -27,7 +34,7 @@ from model_store.errors import (
     StoreError,
     VersionNotFound,
 )
-from model_store.files import ChecksumMismatch, copy_stream, is_uri, sha256_file
+from model_store.files import ChecksumMismatch, WriteConflict, copy_stream, is_uri, sha256_file
 from model_store.keras_file import describe, read_config
 from model_store.metadata import complete, now_iso, to_json
 from model_store.records import (
@@ -52,6 +59,10 @@ _VERSION_DIR = re.compile(r"[1-9][0-9]*")
 FIXED_METADATA = frozenset({"version", "model_sha256", "created_at"})
 """Metadata keys set at registration that `annotate` never changes."""
 _SNIPPET = 60  # characters of an unreadable history entry quoted in its problem
+_ROUNDS = 30
+"""Conditional writes a change tries before giving up: each lost one means another succeeded."""
+_BACKOFF_S = 0.005  # the longest random pause after the first lost round; doubles up to x64
+_T = TypeVar("_T")
 
 
 class _Unchecked(Enum):
@@ -101,11 +112,10 @@ class ModelStore:
             model_config = read_config(staged / MODEL_FILE, str(source))
             validate(staged / MODEL_FILE, str(source))
             record.setdefault("architecture", describe(model_config))
-            with self._storage.lock():
-                version = max(self._numbers(), default=0) + 1
-                record["version"] = version
-                (staged / METADATA_FILE).write_bytes(_encode(record))
-                self._storage.publish(staged, f"versions/{version}", marker=METADATA_FILE)
+            numbers = itertools.count(max(self._numbers(), default=0) + 1)
+            version = self._retried(
+                "versions/", lambda: self._publish(staged, record, next(numbers))
+            )
         return self.get(version)
 
     def list_versions(self) -> list[ModelVersion]:
@@ -156,20 +166,27 @@ class ModelStore:
     def annotate(self, ref: str | int, updates: dict[str, Any]) -> ModelVersion:
         """Merge `updates` into a version's metadata as top-level keys, in one atomic rewrite.
 
-        For facts learned after registration, such as a lost promotion race. Runs under the
-        store's lock; the model file and the keys in FIXED_METADATA never change.
+        For facts learned after registration, such as a lost promotion race. A conditional
+        write, retried on a concurrent change, so no update is lost; the model file and the
+        keys in FIXED_METADATA never change.
         """
         if not isinstance(updates, dict) or not all(isinstance(key, str) for key in updates):
             raise StoreError("annotations must be a dict with string keys")
         if fixed := sorted(FIXED_METADATA & updates.keys()):
             raise StoreError(f"cannot annotate {', '.join(fixed)}: set once at registration")
-        with self._storage.lock():
-            version = self.get(ref)
-            record = {**version.metadata, **updates}
+        number = self.get(ref).version
+        name = f"versions/{number}/{METADATA_FILE}"
+
+        def merge() -> None:
+            metadata, token = self._read_metadata(number)
+            if metadata is None:
+                raise VersionNotFound(f"version {label(number)} does not exist in {self.root}")
+            record = {**metadata, **updates}
             _check_metadata(record)
-            name = f"versions/{version.version}/{METADATA_FILE}"
-            self._storage.write(name, _encode(record))
-        return self.get(version.version)
+            self._storage.write_if(name, _encode(record), token, history=None)
+
+        self._retried(name, merge)
+        return self.get(number)
 
     def check_writable(self) -> None:
         """StoreError, in one line, unless this store can take versions and alias changes.
@@ -216,19 +233,21 @@ class ModelStore:
         model = self._model_file(target)  # present and unchanged since registration
         _check_switch(self._alias_table(), alias, want, target.version)  # fails fast, no Keras
         validate(model, label(target.version))
-        with self._storage.lock():
-            table = self._alias_table()
+
+        def switch(table: dict[str, Any]) -> HistoryEntry:
             before = _check_switch(table, alias, want, target.version)
             current = table.get(alias)
             previous = [*current["previous"], before] if current else []
             table[alias] = {"version": target.version, "previous": previous}
-            return self._switch(table, alias, before, target.version, reason, actor, "promote")
+            return HistoryEntry(alias, before, target.version, reason, actor, now_iso(), "promote")
+
+        return self._change_aliases(switch)
 
     def rollback(self, *, alias: str = "production", reason: str, actor: str) -> HistoryEntry:
         """Point `alias` back at the version it pointed to before its last promotion."""
         _check_change(alias, reason, actor)
-        with self._storage.lock():
-            table = self._alias_table()
+
+        def switch_back(table: dict[str, Any]) -> HistoryEntry:
             if alias not in table:
                 raise AliasNotFound(f"unknown alias {alias!r}")
             current = table[alias]
@@ -237,7 +256,10 @@ class ModelStore:
             *older, target = current["previous"]
             self._model_file(self.get(target))
             table[alias] = {"version": target, "previous": older}
-            return self._switch(table, alias, current["version"], target, reason, actor, "rollback")
+            before = current["version"]
+            return HistoryEntry(alias, before, target, reason, actor, now_iso(), "rollback")
+
+        return self._change_aliases(switch_back)
 
     def history(self, alias: str | None = None) -> list[HistoryEntry]:
         """Every readable alias change, oldest first; `history_log` also says what was skipped."""
@@ -273,15 +295,19 @@ class ModelStore:
 
     def _metadata(self, number: int) -> dict[str, Any] | None:
         """A version's metadata; None if it is not (yet) complete; CorruptVersion if bad."""
+        return self._read_metadata(number)[0]
+
+    def _read_metadata(self, number: int) -> tuple[dict[str, Any] | None, str | None]:
+        """`_metadata` and the token to rewrite it conditionally."""
         try:
-            raw = self._storage.read(f"versions/{number}/{METADATA_FILE}")
+            raw, token = self._storage.read_versioned(f"versions/{number}/{METADATA_FILE}")
         except OSError as exc:  # e.g. a directory in its place, or no permission
             reason = exc.strerror or type(exc).__name__
             raise CorruptVersion(
                 f"{label(number)}: {METADATA_FILE} cannot be read ({reason})"
             ) from None
         if raw is None:
-            return None
+            return None, token
         try:
             data = json.loads(raw)
         except ValueError as exc:
@@ -291,7 +317,7 @@ class ModelStore:
         problem = _metadata_problem(number, data)
         if problem:
             raise CorruptVersion(f"{label(number)}: {METADATA_FILE} is corrupt: {problem}")
-        return data
+        return data, token
 
     def _version(
         self, number: int, metadata: dict[str, Any], table: dict[str, Any]
@@ -321,7 +347,9 @@ class ModelStore:
             ) from None
 
     def _alias_table(self) -> dict[str, Any]:
-        raw = self._storage.read(ALIASES_FILE)
+        return self._parse_aliases(self._storage.read_versioned(ALIASES_FILE)[0])
+
+    def _parse_aliases(self, raw: bytes | None) -> dict[str, Any]:
         if raw is None:
             return {}
         try:
@@ -332,21 +360,41 @@ class ModelStore:
             raise StoreError(f"{self._storage.uri(ALIASES_FILE)} is corrupt")
         return table
 
-    def _switch(
-        self,
-        table: dict[str, Any],
-        alias: str,
-        before: int | None,
-        after: int,
-        reason: str,
-        actor: str,
-        action: str,
-    ) -> HistoryEntry:
-        """Write the new alias table (the commit point), then record the change."""
-        entry = HistoryEntry(alias, before, after, reason, actor, now_iso(), action)
-        self._storage.write(ALIASES_FILE, _encode(table))
-        self._storage.append_history(json.dumps(entry.to_dict(), sort_keys=True))
-        return entry
+    def _change_aliases(self, change: Callable[[dict[str, Any]], HistoryEntry]) -> HistoryEntry:
+        """Apply `change` to the alias table in one compare-and-swap, then record the change.
+
+        `change` edits the table it is given and returns the history entry; it runs again on
+        the new table when a concurrent writer changed it first, and may raise to give up.
+        """
+
+        def attempt() -> HistoryEntry:
+            raw, token = self._storage.read_versioned(ALIASES_FILE)
+            table = self._parse_aliases(raw)
+            entry = change(table)
+            line = json.dumps(entry.to_dict(), sort_keys=True)
+            self._storage.write_if(ALIASES_FILE, _encode(table), token, history=line)
+            return entry
+
+        return self._retried(ALIASES_FILE, attempt)
+
+    def _publish(self, staged: Path, record: dict[str, Any], version: int) -> int:
+        """Publish the staged version as `version`; WriteConflict if that number is taken."""
+        record["version"] = version
+        (staged / METADATA_FILE).write_bytes(_encode(record))
+        self._storage.publish(staged, f"versions/{version}", marker=METADATA_FILE)
+        return version
+
+    def _retried(self, name: str, attempt: Callable[[], _T]) -> _T:
+        """`attempt()`, a conditional write of `name`, repeated while it loses to another."""
+        for lost in range(_ROUNDS):
+            try:
+                return attempt()
+            except WriteConflict:
+                time.sleep(random.uniform(0, _BACKOFF_S * 2 ** min(lost, 6)))
+        raise StoreError(
+            f"{self._storage.uri(name)} kept changing: {_ROUNDS} concurrent writes won over "
+            "this one; nothing changed, try again"
+        )
 
 
 def _resolve_file(ref: str) -> ResolvedModel:

@@ -1,11 +1,15 @@
 """Shared fixtures: real MNIST (from the verified cache, fetched once), an isolated
-$DIGITFLOW_HOME per test, and one small but real trained model per session."""
+$DIGITFLOW_HOME per test, one small but real trained model per session, and real S3 and GCS
+servers with a fresh bucket per test."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from servers import ObjectServer, create_bucket, fake_gcs, seaweedfs
 
 from digitflow import config
 from digitflow.data import Mnist, load_mnist
@@ -75,3 +79,26 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
         prefect_test_harness(server_startup_timeout=180),
     ):
         yield
+
+
+@pytest.fixture(scope="session")
+def object_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, ObjectServer]]:
+    """SeaweedFS (s3) and fake-gcs-server (gs) on 127.0.0.1, found by clients through the
+    standard variables, which are set for the rest of the session."""
+    try:
+        with (
+            seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as s3,
+            fake_gcs(tmp_path_factory.mktemp("fake-gcs")) as gs,
+            pytest.MonkeyPatch.context() as patch,
+        ):
+            for name, value in {**s3.env, **gs.env}.items():
+                patch.setenv(name, value)
+            yield {"s3": s3, "gs": gs}
+    except FileNotFoundError as missing:  # the server's binary is not installed here
+        pytest.skip(f"object-store server cannot run: {missing}")
+
+
+@pytest.fixture(params=["s3", "gs"])
+def bucket(request: pytest.FixtureRequest, object_servers: dict[str, ObjectServer]) -> str:
+    """A new empty bucket on each server in turn: `s3://...`, then `gs://...`."""
+    return create_bucket(object_servers[request.param], f"test-{uuid.uuid4().hex[:12]}")

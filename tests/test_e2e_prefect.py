@@ -307,7 +307,11 @@ def test_served_schedule_fires_completes_promotes_and_shows_in_the_ui(
     options = ["--arch=mlp", "--epochs=1", "--train-limit=3000", "--test-limit=1000"]
     floors = ["--min-accuracy=0.5", "--min-digit-recall=0.3"]
     command = [
-        str(BIN / "digitflow"), "schedule", f"--cron={EVERY_MINUTE}", "--name=served", *options,
+        str(BIN / "digitflow"),
+        "schedule",
+        f"--cron={EVERY_MINUTE}",
+        "--name=served",
+        *options,
         *floors,
     ]
 

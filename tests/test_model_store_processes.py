@@ -1,4 +1,7 @@
-"""The model store under real concurrency and real crashes: separate processes and SIGKILL."""
+"""The model store under real concurrency and real crashes: separate processes and SIGKILL.
+
+The races run on a local store and on real S3 (SeaweedFS) and GCS (fake-gcs-server) buckets.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +12,41 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from servers import ObjectServer, create_bucket
 
 from model_store import ModelStore
+from model_store.files import sha256_file
 
 
-@pytest.fixture
-def store(tmp_path: Path, model_file: Path) -> ModelStore:
-    """Three registered versions, v1 in production."""
-    store = ModelStore(tmp_path / "store")
+def three_versions(root: str | Path, model_file: Path) -> ModelStore:
+    """A store with three registered versions, v1 in production."""
+    store = ModelStore(root)
     for accuracy in (0.90, 0.91, 0.92):
         store.register(model_file, {"metrics": {"accuracy": accuracy}})
     store.promote(1, reason="first", actor="test")
     return store
+
+
+@pytest.fixture
+def store(tmp_path: Path, model_file: Path) -> ModelStore:
+    """Three versions in a local store, v1 in production."""
+    return three_versions(tmp_path / "store", model_file)
+
+
+@pytest.fixture(params=["local", "s3", "gs"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path, model_file: Path) -> ModelStore:
+    """Three versions, v1 in production, in a local store and under a new bucket on each
+    object store."""
+    if request.param == "local":
+        return three_versions(tmp_path / "store", model_file)
+    servers: dict[str, ObjectServer] = request.getfixturevalue("object_servers")
+    bucket = create_bucket(servers[request.param], f"test-{uuid.uuid4().hex[:12]}")
+    return three_versions(f"{bucket}/models", model_file)
 
 
 def start(code: str, *args: object) -> subprocess.Popen[str]:
@@ -54,38 +76,49 @@ PROMOTE = """
     from pathlib import Path
     from model_store import ModelStore, PromotionConflict
 
-    root, version, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
-    store = ModelStore(root)
+    store, go = ModelStore(sys.argv[1]), Path(sys.argv[2])
     import keras  # promotion validates the model: import it before the start line, not after
-    print("ready", flush=True)
-    while not go.exists():
-        time.sleep(0.001)
-    try:
-        store.promote(version, expected=1, reason=f"gate passed v{version}", actor=f"run-{version}")
-    except PromotionConflict as conflict:
-        print(conflict, flush=True)
-        sys.exit(2)
-    print("won", flush=True)
+    for line in sys.stdin:  # one race per line: VERSION EXPECTED TURN
+        version, expected, turn = map(int, line.split())
+        print("ready", flush=True)
+        while not go.with_suffix(f".{turn}").exists():
+            time.sleep(0.001)
+        try:
+            store.promote(
+                version, expected=expected, reason=f"gate passed v{version}", actor=f"run-{version}"
+            )
+        except PromotionConflict as conflict:
+            print(conflict, flush=True)
+        else:
+            print("won", flush=True)
 """
 
 
-def test_two_processes_promoting_at_once(store: ModelStore, tmp_path: Path) -> None:
-    go = tmp_path / "go"
-    children = {version: start(PROMOTE, store.root, version, go) for version in (2, 3)}
-    for child in children.values():
-        assert child.stdout and child.stdout.readline().strip() == "ready"
-    go.touch()
-    results = {v: child.communicate(timeout=60) for v, child in children.items()}
+def test_two_processes_promoting_at_once(any_store: ModelStore, tmp_path: Path) -> None:
+    store, go = any_store, tmp_path / "go"
+    children = [start(PROMOTE, store.root, go) for _ in range(2)]
+    production, changes = 1, [(None, 1, "test")]
+    for turn in range(3):  # each turn, both race from the same production to another version
+        targets = [v for v in (1, 2, 3) if v != production]
+        for child, version in zip(children, targets, strict=True):
+            assert child.stdin and child.stdout
+            child.stdin.write(f"{version} {production} {turn}\n")
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == "ready"
+        go.with_suffix(f".{turn}").touch()
+        results = {v: c.stdout.readline().strip() for v, c in zip(targets, children, strict=True)}
 
-    codes = {v: child.returncode for v, child in children.items()}
-    assert sorted(codes.values()) == [0, 2], results
-    winner = next(v for v, code in codes.items() if code == 0)
-    loser = 5 - winner
-    assert "production points to v" in results[loser][0]
-    assert "not the expected v1; nothing changed" in results[loser][0]
-    assert store.aliases() == {"production": winner}
-    changes = [(e.from_version, e.to_version, e.actor) for e in store.history()]
-    assert changes == [(None, 1, "test"), (1, winner, f"run-{winner}")]
+        [winner] = [version for version, result in results.items() if result == "won"]
+        [lost] = [result for result in results.values() if result != "won"]
+        expected = f"production points to v{winner}, not the expected v{production}"
+        assert lost == f"{expected}; nothing changed"
+        changes.append((production, winner, f"run-{winner}"))
+        production = winner
+        assert store.aliases() == {"production": winner}
+        assert [(e.from_version, e.to_version, e.actor) for e in store.history()] == changes
+    for child in children:
+        _, err = child.communicate(timeout=60)
+        assert child.returncode == 0, err
 
 
 READ_ALIASES = """
@@ -164,6 +197,58 @@ def test_crash_while_copying_a_model_leaves_production_intact(
     assert store.register(model_file, {"metrics": {}}).version == 4
 
 
+REGISTER_AT_ONCE = """
+    import sys, time
+    from pathlib import Path
+    from model_store import ModelStore
+
+    store, go, models = ModelStore(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+    import keras  # registration validates the model: import it before the start line, not after
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.001)
+    for model in models:
+        print(store.register(model, {"metrics": {}, "source": model}).version, flush=True)
+"""
+
+
+@pytest.fixture(scope="module")
+def distinct_models(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three small, valid models whose files all differ."""
+    import keras
+
+    directory = tmp_path_factory.mktemp("distinct")
+    for n in range(3):
+        layers = [keras.Input((28, 28)), keras.layers.Flatten(), keras.layers.Dense(10)]
+        keras.Sequential([*layers, keras.layers.Softmax()]).save(directory / f"m{n}.keras")
+    paths = sorted(directory.glob("*.keras"))
+    assert len({sha256_file(path) for path in paths}) == 3
+    return paths
+
+
+def test_processes_registering_at_once_get_distinct_versions(
+    any_store: ModelStore, tmp_path: Path, distinct_models: list[Path]
+) -> None:
+    store, go = any_store, tmp_path / "go"
+    children = [start(REGISTER_AT_ONCE, store.root, go, model) for model in distinct_models]
+    for child in children:
+        assert child.stdout and child.stdout.readline().strip() == "ready"
+    go.touch()
+    for child in children:
+        _, err = child.communicate(timeout=120)
+        assert child.returncode == 0, err
+
+    versions = store.list_versions()
+    assert [v.version for v in versions] == [1, 2, 3, 4, 5, 6]
+    for version in versions[3:]:  # each its own model, and the metadata registered with it
+        source = Path(version.metadata["source"])
+        assert version.metadata["model_sha256"] == sha256_file(source)
+        assert store.resolve(version.version).local_path.read_bytes() == source.read_bytes()
+    assert sorted(str(v.metadata["source"]) for v in versions[3:]) == sorted(
+        map(str, distinct_models)
+    )
+
+
 REGISTER_THEN_PROMOTE = """
     import sys
     from model_store import ModelStore
@@ -203,7 +288,8 @@ ANNOTATE = """
 """
 
 
-def test_concurrent_annotations_lose_no_update(store: ModelStore) -> None:
+def test_concurrent_annotations_lose_no_update(any_store: ModelStore) -> None:
+    store = any_store
     identity = {k: store.get(1).metadata[k] for k in ("version", "model_sha256", "created_at")}
     rounds, keys = 30, [f"note_{n}" for n in range(4)]
     children = [start(ANNOTATE, store.root, key, rounds) for key in keys]

@@ -66,6 +66,26 @@ def error_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in done.stderr.splitlines() if line.startswith("error:")]
 
 
+def models_importing(*args: object) -> tuple[str, list[str]]:
+    """`digitflow models ARGS...` through the console script's own entry point, every plugin
+    command loaded, in a fresh interpreter: its output, and which of TensorFlow and Keras it
+    imported."""
+    probe = (
+        "import json, sys\n"
+        "from digitflow.cli import main\n"
+        f"sys.argv = ['digitflow', 'models', *{list(map(str, args))!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as done:\n"
+        "    assert not done.code, done.code\n"
+        "print(json.dumps([m for m in ('tensorflow', 'keras') if m in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    *output, imported = done.stdout.splitlines()
+    return "\n".join(output), json.loads(imported)
+
+
 def test_register_promote_rollback_history(
     digitflow_home: Path, tmp_path: Path, model_file: Path
 ) -> None:
@@ -137,7 +157,7 @@ def test_conflict_exits_2_and_changes_nothing(store: ModelStore) -> None:
         (["promote", "2", "--alias", "../prod"], "invalid alias '../prod'"),
         (["rollback"], "production has no previous version"),
         (["register", "missing.keras"], "model file not found"),
-        (["list", "--store", "gs://digitflow-test/models"], "cannot open store gs://"),
+        (["list", "--store", "hdfs://digitflow-test/models"], "unsupported store URI hdfs://"),
     ],
 )
 def test_errors_are_one_line_and_exit_1(store: ModelStore, args: list[str], message: str) -> None:
@@ -159,7 +179,7 @@ def test_store_location_from_option_and_environment(
 
 
 def test_models_commands_stay_import_cheap(store: ModelStore) -> None:
-    heavy = ("tensorflow", "keras", "apache_beam", "numpy")
+    heavy = ("tensorflow", "keras", "apache_beam", "numpy", "boto3", "google.cloud.storage")
     probe = f"import sys, model_store.cli; print([m for m in {heavy!r} if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.stdout.strip() == "[]", done.stderr
@@ -167,20 +187,7 @@ def test_models_commands_stay_import_cheap(store: ModelStore) -> None:
 
 @pytest.mark.parametrize("command", [["list"], ["show", "production"], ["history"]])
 def test_store_commands_import_no_tensorflow(store: ModelStore, command: list[str]) -> None:
-    # The console script's own entry point, every plugin command loaded, in a fresh interpreter.
-    probe = (
-        "import sys\n"
-        "from digitflow.cli import main\n"
-        f"sys.argv = ['digitflow', 'models', *{command!r}]\n"
-        "try:\n"
-        "    main()\n"
-        "except SystemExit as done:\n"
-        "    assert not done.code, done.code\n"
-        "print('imported:', [m for m in ('tensorflow', 'keras') if m in sys.modules])\n"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[-1] == "imported: []"
+    assert models_importing(*command)[1] == []
 
 
 def test_register_refuses_a_model_safe_mode_cannot_load(
