@@ -52,7 +52,7 @@ def seaweedfs(workdir: Path) -> Iterator[ObjectServer]:
     ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
     command = [
         weed, "server", "-s3", f"-dir={workdir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        "-volume.max=100",  # the default of 5 volumes fills up at once
+        "-volume.max=10000",  # each bucket takes ~7 volumes (small files, not preallocated)
         "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
         *(f"-{name}.port={port}" for name, port in ports.items()),
         *(f"-{name}.port.grpc={free_port()}" for name in ports),
