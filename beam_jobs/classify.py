@@ -8,6 +8,7 @@ runs on the DirectRunner, Dataflow, Flink or Spark:
     python -m beam_jobs.classify --input scans/ --output out/results.csv \
         [--model production|7|v7|PATH.keras] [--store URI] [--shards N] [--overwrite] \
         [--min_confidence 0.8] [--batch_size 256] [--progress_s 10] \
+        [--drift_psi 0.25] [--drift_low_confidence_ratio 3] [--drift_min_images 100] \
         [--runner ... and other Beam options]
 
 At launch, before anything runs: the model is resolved to one immutable file (a store version's
@@ -15,7 +16,8 @@ At launch, before anything runs: the model is resolved to one immutable file (a 
 version is written on every row, whatever happens to the `production` alias meanwhile; the
 output is checked (beam_jobs.outputs); the input is listed once, to refuse an input without image
 files and to size the job (and, on the DirectRunner, choose its mode: beam_jobs.direct). The
-pipeline lists it again on a worker.
+pipeline lists it again on a worker. At the end, the run's predictions are compared with the
+model's reference profile (beam_jobs.drift) and the verdict is part of the summary.
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from beam_jobs.csv_rows import COLUMNS, DEFAULT_MIN_CONFIDENCE, ERROR_COLUMNS, errors_path
 from beam_jobs.direct import describe_runner, direct_defaults, is_direct, tf_threads
+from beam_jobs.drift import Drift, compare, reference_profile
 from beam_jobs.inputs import Source
 from beam_jobs.keras_handler import KerasModelHandler
 from beam_jobs.options import ClassifyOptions, add_arguments, bounded, to_argv
 from beam_jobs.outputs import refusal, remove_temp_folders, sharded_paths, temp_folders
 from beam_jobs.transforms import (
     NAMESPACE,
+    PREDICTED,
     ClassifyImages,
     FormatErrors,
     ListImageFiles,
@@ -49,6 +53,7 @@ from beam_jobs.transforms import (
     PreprocessImages,
     WriteCsv,
 )
+from digitflow.evaluate import PredictionProfile
 from digitflow.listing import Kind
 from digitflow.preprocess import IMAGE_EXTENSIONS
 from model_store import ModelStore, ResolvedModel, StoreError
@@ -81,6 +86,7 @@ class ClassifySummary:
     ignored: int
     low_confidence: int
     elapsed_s: float
+    drift: Drift
 
     @property
     def images(self) -> int:
@@ -102,6 +108,7 @@ class ClassifySummary:
             f"errors {self.failed:,}\n"
             f"elapsed {self.elapsed_s:.1f} s, {self.images_per_s:,.0f} images/s\n"
             f"model {self.model_version} ({self.model_uri})\n"
+            f"{self.drift.line()}\n"
             f"results: {self.results}\nerrors:  {self.errors}"
         )
 
@@ -152,6 +159,8 @@ def run(argv: list[str] | None = None) -> ClassifySummary:
         images = found[Kind.IMAGE] + found[Kind.UNREADABLE]
         options = PipelineOptions(beam_args + direct_defaults(options, beam_args, images))
     version = model_label(model)
+    reference = reference_profile(model.metadata)
+    drift_threshold = reference.threshold if reference else known.min_confidence
     log.info("%s", start_line(known.input, found, version, options))
     handler = KerasModelHandler(
         model.uri,
@@ -170,6 +179,7 @@ def run(argv: list[str] | None = None) -> ClassifySummary:
         min_confidence=known.min_confidence,
         shards=known.shards,
         progress_s=known.progress_s,
+        drift_threshold=drift_threshold,
     )
     counters = _run_cleaning_up(pipeline, known.output, known.shards)
     return ClassifySummary(
@@ -184,6 +194,13 @@ def run(argv: list[str] | None = None) -> ClassifySummary:
         ignored=counters.get("files_ignored", 0),
         low_confidence=counters.get("low_confidence", 0),
         elapsed_s=time.monotonic() - start,
+        drift=compare(
+            run_profile(counters, drift_threshold),
+            reference,
+            max_psi=known.drift_psi,
+            max_low_confidence_ratio=known.drift_low_confidence_ratio,
+            min_images=known.drift_min_images,
+        ),
     )
 
 
@@ -197,15 +214,19 @@ def build_pipeline(
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     shards: int = 1,
     progress_s: float = PROGRESS_EVERY_S,
+    drift_threshold: float | None = None,
 ) -> tuple[beam.PCollection[str], beam.PCollection[str]]:
     """The job's graph on `pipeline`: every image under `source` classified by `handler` into
     `output` (with `model_version` on each row), failures into its errors file, progress logged.
+    Predictions below `drift_threshold` (default `min_confidence`) count as low-confidence for
+    the drift check.
 
     Returns the results and the errors CSV lines, as written (no header).
     """
     paths, unreadable = pipeline | "ListInput" >> ListImageFiles(source)
     images, bad_images = paths | "Preprocess" >> PreprocessImages()
-    results = images | "Classify" >> ClassifyImages(handler, model_version, min_confidence)
+    classify = ClassifyImages(handler, model_version, min_confidence, drift_threshold)
+    results = images | "Classify" >> classify
     failures = (unreadable, bad_images) | "AllFailures" >> beam.Flatten()
     error_lines = failures | "FormatErrors" >> FormatErrors()
     _ = results | "WriteResults" >> WriteCsv(output, COLUMNS, shards)
@@ -255,6 +276,16 @@ def model_label(model: ResolvedModel) -> str:
     if model.version is None:
         return f"sha256:{model.sha256[:12]}"
     return label(model.version)
+
+
+def run_profile(counters: dict[str, int], threshold: float) -> PredictionProfile:
+    """The run's predictions, from its counters, with low confidence cut at `threshold`."""
+    return PredictionProfile.from_counts(
+        [counters.get(name, 0) for name in PREDICTED],
+        counters.get("confidence_milli", 0) / 1000,
+        counters.get("drift_low_confidence", 0),
+        threshold,
+    )
 
 
 def start_line(

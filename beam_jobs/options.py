@@ -152,3 +152,15 @@ class ClassifyOptions:
         DEFAULT_MIN_CONFIDENCE, help="Rows below it get low_confidence=true.", min=0.0, max=1.0
     )
     overwrite: bool = option(False, help="Replace existing results and errors files.")
+    drift_psi: float = option(
+        0.25,
+        help="Drift: highest population stability index of the predicted digits' mix "
+        "against the model's reference profile.",
+        min=0.0,
+    )
+    drift_low_confidence_ratio: float = option(
+        3.0, help="Drift: highest low-confidence rate, as a multiple of the reference's.", min=0.0
+    )
+    drift_min_images: int = option(
+        100, help="Drift: check only runs of at least N classified images.", min=1
+    )

@@ -11,7 +11,9 @@ Paths travel as bytes (`os.fsencode`), so names that are not valid UTF-8 pass Be
 intact; the CSV files get them as `digitflow.listing.path_text` writes them.
 
 Counters (namespace `digitflow.classify`): files_matched, files_ignored, images_classified,
-images_failed, low_confidence.
+images_failed, low_confidence; and for the drift check (beam_jobs.drift): predicted_0 ...
+predicted_9, confidence_milli (the top probabilities' sum, in thousandths) and
+drift_low_confidence (predictions below the drift threshold, the reference profile's).
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ _files_ignored = Metrics.counter(NAMESPACE, "files_ignored")
 _images_classified = Metrics.counter(NAMESPACE, "images_classified")
 _images_failed = Metrics.counter(NAMESPACE, "images_failed")
 _low_confidence = Metrics.counter(NAMESPACE, "low_confidence")
+PREDICTED = tuple(f"predicted_{digit}" for digit in range(10))
+_predicted = [Metrics.counter(NAMESPACE, name) for name in PREDICTED]
+_confidence_milli = Metrics.counter(NAMESPACE, "confidence_milli")
+_drift_low_confidence = Metrics.counter(NAMESPACE, "drift_low_confidence")
 
 # CSV lines per block on the way to the writer: one element per image would cost the runner's
 # shuffle and the writing worker Python objects per line (~80 MB more peak RSS at 100k images).
@@ -131,29 +137,58 @@ class PreprocessImages(beam.PTransform):
         return outputs.images, failures
 
 
-def _prediction_line(element: tuple[bytes, Any], model_version: str, min_confidence: float) -> str:
+def _prediction_line(
+    element: tuple[bytes, Any], model_version: str, min_confidence: float, drift_threshold: float
+) -> str:
     path, result = element
     line = prediction_line(path_text(path), result.inference, model_version, min_confidence)
-    _images_classified.inc()
-    if result.inference.max() < min_confidence:
-        _low_confidence.inc()
+    _count_prediction(result.inference, min_confidence, drift_threshold)
     return line
 
 
-class ClassifyImages(beam.PTransform):
-    """(path, image) -> results CSV lines, batched through RunInference keyed by path."""
+def _count_prediction(
+    probabilities: np.ndarray, min_confidence: float, drift_threshold: float
+) -> None:
+    """One prediction in the counters: the summary's and the drift check's."""
+    digit = int(probabilities.argmax())
+    confidence = float(probabilities[digit])
+    _images_classified.inc()
+    _predicted[digit].inc()
+    _confidence_milli.inc(round(confidence * 1000))
+    if confidence < min_confidence:
+        _low_confidence.inc()
+    if confidence < drift_threshold:
+        _drift_low_confidence.inc()
 
-    def __init__(self, handler: ModelHandler, model_version: str, min_confidence: float) -> None:
+
+class ClassifyImages(beam.PTransform):
+    """(path, image) -> results CSV lines, batched through RunInference keyed by path.
+
+    `drift_threshold` (default: `min_confidence`) is where the drift check's low-confidence
+    count is cut: the reference profile's threshold.
+    """
+
+    def __init__(
+        self,
+        handler: ModelHandler,
+        model_version: str,
+        min_confidence: float,
+        drift_threshold: float | None = None,
+    ) -> None:
         super().__init__()
         self.handler = handler
         self.model_version = model_version
         self.min_confidence = min_confidence
+        self.drift_threshold = min_confidence if drift_threshold is None else drift_threshold
 
     def expand(self, images: beam.PCollection[Image]) -> beam.PCollection[str]:
+        line = beam.Map(
+            _prediction_line, self.model_version, self.min_confidence, self.drift_threshold
+        )
         return (
             images
             | "RunInference" >> RunInference(KeyedModelHandler(self.handler))
-            | "ToCsv" >> beam.Map(_prediction_line, self.model_version, self.min_confidence)
+            | "ToCsv" >> line
         )
 
 

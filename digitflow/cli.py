@@ -26,7 +26,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-data_app = typer.Typer(help="Fetch MNIST and render sample scans.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="MNIST, sample scans, and labelled spans of your own scans.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 console = Console(soft_wrap=True)  # paths and numbers never broken across lines
 err_console = Console(stderr=True, soft_wrap=True)

@@ -1,14 +1,18 @@
-"""Evaluation on a labelled set: accuracy, loss, per-digit metrics, confusion matrix, mistakes."""
+"""Evaluation on a labelled set: accuracy, loss, per-digit metrics, confusion matrix, mistakes,
+and the profile of what the model predicts (the reference a bulk run's drift is measured from)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
 from digitflow.data import model_input
 
 DIGITS = range(10)
+LOW_CONFIDENCE = 0.8  # as the bulk classification's default --min-confidence
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,62 @@ class Mistake:
 
 
 @dataclass(frozen=True)
+class PredictionProfile:
+    """What a model predicts on `count` images, labels aside: the share of each predicted digit,
+    the mean top probability, and the share of predictions below `threshold`."""
+
+    digit_share: list[float]  # 10 values summing to 1 (all 0 for no images)
+    mean_confidence: float
+    low_confidence_rate: float
+    count: int
+    threshold: float = LOW_CONFIDENCE
+
+    @classmethod
+    def from_counts(
+        cls,
+        digit_counts: Sequence[int],
+        confidence_sum: float,
+        low_confidence: int,
+        threshold: float = LOW_CONFIDENCE,
+    ) -> PredictionProfile:
+        """The profile of predictions counted per digit, with their summed top probability and
+        how many were below `threshold`."""
+        count = sum(digit_counts)
+        each = 1 / count if count else 0.0
+        return cls(
+            digit_share=[float(n * each) for n in digit_counts],
+            mean_confidence=float(confidence_sum * each),
+            low_confidence_rate=float(low_confidence * each),
+            count=int(count),
+            threshold=threshold,
+        )
+
+    @classmethod
+    def from_probabilities(
+        cls, probabilities: np.ndarray, threshold: float = LOW_CONFIDENCE
+    ) -> PredictionProfile:
+        """The profile of predicted probabilities (n, 10)."""
+        confidence = probabilities.max(axis=1)
+        return cls.from_counts(
+            np.bincount(probabilities.argmax(axis=1), minlength=10).tolist(),
+            float(confidence.sum()),
+            int((confidence < threshold).sum()),
+            threshold,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PredictionProfile:
+        """The profile `to_dict` wrote; TypeError or ValueError if it is not one."""
+        profile = cls(**{item.name: data[item.name] for item in fields(cls) if item.name in data})
+        if len(profile.digit_share) != 10:
+            raise ValueError(f"digit_share has {len(profile.digit_share)} values, not 10")
+        return profile
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """What a model got right and wrong on `count` labelled images."""
 
@@ -37,6 +97,7 @@ class Evaluation:
     per_digit: list[DigitMetrics]
     confusion: list[list[int]]  # rows: true digit, columns: predicted digit
     mistakes: list[Mistake]
+    profile: PredictionProfile
 
     def to_dict(self, include_mistakes: bool = True) -> dict:
         result = asdict(self)
@@ -76,6 +137,7 @@ def metrics_from_probabilities(probabilities: np.ndarray, labels: np.ndarray) ->
             Mistake(int(i), int(labels[i]), int(predicted[i]), float(probabilities[i].max()))
             for i in wrong
         ],
+        profile=PredictionProfile.from_probabilities(probabilities),
     )
 
 

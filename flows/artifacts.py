@@ -29,9 +29,11 @@ class RunSummary:
 
     candidate_version: int
     candidate_uri: str
-    candidate: Evaluation
+    candidate: Evaluation  # on MNIST's test set
+    candidate_holdout: Evaluation | None  # on the spans' pooled holdout; None: no holdout images
     production_version: int | None  # the one the candidate was compared with
     production: Evaluation | None  # None: no production model, or it could not be evaluated
+    production_holdout: Evaluation | None
     decision: Decision
     promoted: bool  # the outcome: the gate passed *and* the compare-and-swap won
     outcome: str  # the run's one-line outcome, the gate's reason or why promotion failed
@@ -39,14 +41,17 @@ class RunSummary:
     alias: str
     store_root: str
     training: str  # one line: architecture, profile, epochs, time, cached or not
+    spans: tuple[str, ...]  # the labelled spans whose train images the candidate learned from
     report_image: Path
 
 
-def _metrics(evaluation: Evaluation) -> dict[str, str]:
+def _metrics(evaluation: Evaluation, holdout: Evaluation | None) -> dict[str, str]:
     measured = [m for m in evaluation.per_digit if m.support > 0]
     worst = min(measured, key=lambda m: m.recall, default=None)
     return {
-        "test accuracy": f"{evaluation.accuracy:.4f}",
+        "MNIST test accuracy": f"{evaluation.accuracy:.4f}",
+        "own-scans holdout accuracy": "-" if holdout is None else f"{holdout.accuracy:.4f}",
+        "own-scans holdout images": "0" if holdout is None else str(holdout.count),
         "test loss": f"{evaluation.loss:.4f}",
         "lowest digit recall": f"{worst.recall:.4f} (digit {worst.digit})" if worst else "-",
         "wrong predictions": str(len(evaluation.mistakes)),
@@ -65,8 +70,10 @@ def report_markdown(summary: RunSummary) -> str:
     thresholds = summary.thresholds
     verdict = "PROMOTED" if summary.promoted else "NOT PROMOTED"
     after = summary.candidate_version if summary.promoted else summary.production_version
-    ours = _metrics(summary.candidate)
-    theirs = _metrics(summary.production) if summary.production is not None else {}
+    ours = _metrics(summary.candidate, summary.candidate_holdout)
+    theirs = {}
+    if summary.production is not None:
+        theirs = _metrics(summary.production, summary.production_holdout)
     production = label(summary.production_version)
     lines = [
         f"# Retrain: v{summary.candidate_version} {verdict}",
@@ -87,7 +94,9 @@ def report_markdown(summary: RunSummary) -> str:
         ),
         "",
         f"Thresholds: accuracy >= {thresholds.min_accuracy}, regression <= "
-        f"{thresholds.max_regression}, every digit's recall >= {thresholds.min_digit_recall}.",
+        f"{thresholds.max_regression}, every digit's recall >= {thresholds.min_digit_recall}, "
+        f"own-scans holdout regression <= {thresholds.holdout_tolerance} from "
+        f"{thresholds.min_holdout} images.",
         "",
         "## Predictions",
         "",
@@ -99,13 +108,22 @@ def report_markdown(summary: RunSummary) -> str:
         f"- {summary.alias} after this run: {label(after)}",
         f"- store: `{summary.store_root}`",
         f"- training: {summary.training}",
+        f"- trained on: MNIST + {spans_text(summary.spans)}",
         f"- report image file: `{summary.report_image}` (on the host that ran the flow)",
     ]
     return "\n".join(lines) + "\n"
 
 
-def per_digit_rows(candidate: Evaluation, production: Evaluation | None) -> list[dict]:
-    """One row per digit: candidate precision and recall, production's next to them."""
+def spans_text(spans: tuple[str, ...] | list[str]) -> str:
+    """`spans a, b`, or `no spans`."""
+    return f"spans {', '.join(spans)}" if spans else "no spans"
+
+
+def per_digit_rows(
+    candidate: Evaluation, production: Evaluation | None, holdout: Evaluation | None = None
+) -> list[dict]:
+    """One row per digit: candidate precision and recall on MNIST's test set, production's
+    next to them, then the candidate's recall on the own-scans holdout when there is one."""
     rows = []
     for ours in candidate.per_digit:
         row = {
@@ -118,6 +136,10 @@ def per_digit_rows(candidate: Evaluation, production: Evaluation | None) -> list
             theirs = production.per_digit[ours.digit]
             row["production precision"] = round(theirs.precision, 4)
             row["production recall"] = round(theirs.recall, 4)
+        if holdout is not None:
+            scans = holdout.per_digit[ours.digit]
+            row["own-scans support"] = scans.support
+            row["own-scans recall"] = round(scans.recall, 4) if scans.support else "-"
         rows.append(row)
     return rows
 
@@ -148,17 +170,29 @@ def history_rows(
         before = [m for m in moves if until is None or m.at < until]
         recall = version.metrics.get("recall") or {}
         accuracy = version.metrics.get("accuracy")
+        scans = (version.metadata.get("holdout") or {}).get("candidate") or {}
+        spans = (version.metadata.get("spans") or {}).get("names") or []
         rows.append(
             {
                 "date": version.created_at.replace("T", " ")[:16],
                 "version": label(version.version),
-                "accuracy": "-" if accuracy is None else round(accuracy, 4),
+                "MNIST accuracy": "-" if accuracy is None else round(accuracy, 4),
+                "own-scans accuracy": round(scans["accuracy"], 4) if scans else "-",
                 "lowest digit recall": round(min(recall.values()), 4) if recall else "-",
+                "spans": ", ".join(spans) or "-",
                 "decision": _decision(version.metadata),
                 f"{alias} after": label(before[-1].to_version if before else None),
             }
         )
     return rows[::-1][:HISTORY_ROWS]
+
+
+def publish_unchanged(message: str) -> None:
+    """The report of a run that found nothing new to train: why, in one line."""
+    from prefect.artifacts import create_markdown_artifact
+
+    text = f"# Retrain: UNCHANGED\n\n**Decision:** {message}; nothing trained or registered.\n"
+    create_markdown_artifact(text, key=REPORT_KEY, description=message)
 
 
 def publish(summary: RunSummary, history: list[dict]) -> None:
@@ -172,9 +206,10 @@ def publish(summary: RunSummary, history: list[dict]) -> None:
         description=f"Candidate {version}: {summary.outcome}",
     )
     create_table_artifact(
-        per_digit_rows(summary.candidate, summary.production),
+        per_digit_rows(summary.candidate, summary.production, summary.candidate_holdout),
         key=PER_DIGIT_KEY,
-        description=f"Per-digit precision and recall of candidate {version} on the test set",
+        description=f"Per-digit precision and recall of candidate {version} on the test set, "
+        "and its recall on the own-scans holdout",
     )
     create_table_artifact(
         history,

@@ -8,6 +8,7 @@ Prefect are imported inside the command only.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -45,6 +46,9 @@ def classify_command(
             "--prefect", help="Run as the Prefect flow classify-folder, summary in the UI."
         ),
     ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary, drift included, as JSON.")
+    ] = False,
 ) -> None:
     """Classify every image file under INPUT into a CSV, with Apache Beam.
 
@@ -75,7 +79,10 @@ def classify_command(
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)
         err_console.print(f"[red]error:[/] the classification job failed: {reason}", soft_wrap=True)
         raise typer.Exit(1) from None
-    console.print(summary.report(), highlight=False, soft_wrap=True)
+    if as_json:
+        typer.echo(json.dumps(summary.to_dict(), indent=2))
+    else:
+        console.print(summary.report(), highlight=False, soft_wrap=True)
 
 
 def _log_to_stderr() -> None:

@@ -1,7 +1,8 @@
 """The `classify-folder` flow: one bulk classification with the Beam pipeline, as a Prefect run.
 
 Bulk runs then show in the Prefect UI next to the retraining runs, each with its summary as a
-markdown artifact (key `classify-folder-summary`) that lists the first errors too. A run with bad
+markdown artifact (key `classify-folder-summary`) that lists the first errors and says whether the
+predictions drifted from the model's reference profile (beam_jobs.drift). A run with bad
 files ends in a Completed state named `Completed with errors (N)`. Its parameters are the fields
 of `beam_jobs.options.ClassifyOptions` (see `flows.options.flat`), then `beam_args`.
 """
@@ -38,10 +39,11 @@ def first_errors(errors_csv: str, limit: int = FIRST_ERRORS) -> list[tuple[str, 
 
 
 def summary_markdown(summary: ClassifySummary, errors: list[tuple[str, str]]) -> str:
-    """The artifact: counts, speed, the model, where the CSV files are and the first errors."""
+    """The artifact: counts, speed, the model, drift, where the CSV files are, the first errors."""
     rows = [
         ("input", f"`{summary.input}`"),
         ("model", f"{summary.model_version} (`{summary.model_uri}`)"),
+        ("drift", _cell(summary.drift.line())),
         ("files matched", f"{summary.matched:,}"),
         ("images", f"{summary.images:,}"),
         ("classified", f"{summary.classified:,} ({summary.low_confidence:,} low confidence)"),
@@ -92,7 +94,10 @@ def classify_folder(options: ClassifyOptions, beam_args: list[str] | None = None
     `beam_args` are Beam's options, e.g. `--runner=DataflowRunner`.
     """
     summary = run_pipeline(job_args(options, beam_args or []))
-    get_run_logger().info("bulk classification done:\n%s", summary.report())
+    logger = get_run_logger()
+    logger.info("bulk classification done:\n%s", summary.report())
+    if summary.drift.detected:
+        logger.warning("%s", summary.drift.line())
     errors = first_errors(summary.errors) if summary.failed else []
     create_markdown_artifact(
         summary_markdown(summary, errors),

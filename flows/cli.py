@@ -16,7 +16,7 @@ from rich.console import Console
 from flows.options import RetrainOptions, flat
 from flows.schedule import DEPLOYMENT_NAME, NIGHTLY_CRON, NIGHTLY_TIMEZONE
 
-PROMOTED, FAILED, REJECTED = 0, 1, 3
+PROMOTED, UNCHANGED, FAILED, REJECTED = 0, 0, 1, 3
 
 err_console = Console(stderr=True)
 
@@ -40,7 +40,8 @@ def _check(options: RetrainOptions) -> None:
 def retrain_command(options: RetrainOptions) -> None:
     """Run the retrain flow once: train, evaluate, gate, promote if it passes, report.
 
-    Exit status 0: promoted; 3: the gate rejected the candidate; 1: the run failed.
+    Exit status 0: promoted, or unchanged (a version was trained on the same data and config:
+    nothing trained or registered); 3: the gate rejected the candidate; 1: the run failed.
     Uses the Prefect server in PREFECT_API_URL, or a temporary local one when unset.
     """
     _check(options)
@@ -48,6 +49,7 @@ def retrain_command(options: RetrainOptions) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from prefect.settings import get_current_settings
 
+    from flows.retrain import UNCHANGED as UNCHANGED_STATE
     from flows.retrain import retrain
 
     settings = get_current_settings()
@@ -68,6 +70,9 @@ def retrain_command(options: RetrainOptions) -> None:
     if not state.is_completed():
         typer.echo(f"failed: {' '.join(str(state.message).split())}")
         raise typer.Exit(FAILED)
+    if state.name == UNCHANGED_STATE:
+        typer.echo(state.message)
+        raise typer.Exit(UNCHANGED)
     outcome = state.result()
     typer.echo(f"report image: {outcome.report_image}")
     typer.echo(state.message)

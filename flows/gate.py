@@ -1,12 +1,15 @@
 """The promotion gate: should a candidate replace the production model? Pure, no Prefect.
 
-Three rules, each recorded with a human-readable outcome:
+Four rules, each recorded with a human-readable outcome:
 
-- accuracy floor: test accuracy >= `min_accuracy` (the mission's 97%);
+- accuracy floor: MNIST test accuracy >= `min_accuracy` (the mission's 97%);
 - no regression: at most `max_regression` below the production model, both evaluated on the
   same test images in the same run (skipped, and said so, when there is no production model or
   it cannot be loaded: the candidate is then judged on the floors alone);
-- per-digit recall: every digit with test examples has recall >= `min_digit_recall`.
+- per-digit recall: every digit with test examples has recall >= `min_digit_recall`;
+- own-scans holdout: on the labelled spans' pooled holdout, at most `holdout_tolerance` below
+  production on the same images (skipped, and said so, with fewer than `min_holdout` images or
+  no production model to compare with).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ if TYPE_CHECKING:  # keeps this module import-cheap for the CLI, which reads the
 # Accuracies are ratios of image counts; a difference that is exactly the threshold in images
 # must not fail on float round-off (0.9900 - 0.9880 = 0.0020000000000000018).
 _TOLERANCE = 1e-9
+FLOORS = ("accuracy floor", "per-digit recall")  # the rules that need no production model
 
 
 @dataclass(frozen=True)
@@ -31,11 +35,25 @@ class Thresholds:
     # The 97% floor applied to each digit, less 2 points: hard digits (8, 9, 5) sit a little
     # below the mean and, with ~1,000 test images per digit, recall has ~0.5 point of noise.
     min_digit_recall: float = 0.95
+    # Own scans are few: below `min_holdout` images the comparison is skipped as noise. One image
+    # is 1/n of accuracy, so the tolerance forgives a single extra mistake only from 100 images.
+    min_holdout: int = 50
+    holdout_tolerance: float = 0.01
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if not 0.0 <= value <= 1.0:
+            if name != "min_holdout" and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, got {value}")
+        if self.min_holdout < 0:
+            raise ValueError(f"min_holdout must be 0 or more, got {self.min_holdout}")
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """Both models on the same own-scans holdout images; `production` None: none to compare."""
+
+    candidate: Evaluation
+    production: Evaluation | None = None
 
 
 @dataclass(frozen=True)
@@ -108,26 +126,53 @@ def _digit_recall(candidate: Evaluation, minimum: float) -> Check:
     )
 
 
+def _holdout(holdout: Holdout | None, thresholds: Thresholds, unavailable: str | None) -> Check:
+    name, count = "own-scans holdout", 0 if holdout is None else holdout.candidate.count
+    if count == 0:
+        return Check(name, True, "skipped: no own-scans holdout images")
+    if count < thresholds.min_holdout:
+        needed = thresholds.min_holdout
+        return Check(name, True, f"skipped: {count} own-scans holdout images, fewer than {needed}")
+    if unavailable is not None:
+        return Check(name, True, f"skipped: {unavailable}")
+    if holdout.production is None:
+        return Check(name, True, "skipped: no production model to compare with")
+    if holdout.production.count != count:
+        raise ValueError("the gate compares models on the same own-scans holdout images only")
+    ours, theirs = holdout.candidate.accuracy, holdout.production.accuracy
+    change, allowed = ours - theirs, thresholds.holdout_tolerance
+    comparison = (
+        f"holdout accuracy {ours:.4f} vs production {theirs:.4f} ({change:+.4f}) "
+        f"on {count} own scans"
+    )
+    if -change <= allowed + _TOLERANCE:
+        return Check(name, True, f"{comparison}, within the allowed -{allowed:.4f}")
+    return Check(name, False, f"{comparison}: worse than production by more than {allowed:.4f}")
+
+
 def decide(
     candidate: Evaluation,
     production: Evaluation | None,
     thresholds: Thresholds,
     unavailable: str | None = None,
+    holdout: Holdout | None = None,
 ) -> Decision:
     """Apply every rule to the candidate (and the production model's evaluation, if any).
 
-    `unavailable` says why a production model exists but could not be evaluated.
+    `unavailable` says why a production model exists but could not be evaluated; `holdout` is
+    both models on the own-scans holdout (None: no holdout images).
     """
     checks = [
         _floor(candidate, thresholds.min_accuracy),
         _regression(candidate, production, thresholds.max_regression, unavailable),
         _digit_recall(candidate, thresholds.min_digit_recall),
+        _holdout(holdout, thresholds, unavailable),
     ]
     failed = [c for c in checks if not c.passed]
     if failed:
         reason = "not promoted: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
         return Decision(False, reason, checks)
-    floors = "; ".join(c.detail for c in checks if c.name != "no regression")
+    floors = "; ".join(c.detail for c in checks if c.name in FLOORS)
     if unavailable is not None:
         reason = f"promoted on the floors alone ({unavailable}): {floors}"
     elif production is None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import secrets
 from collections.abc import Callable
 from dataclasses import MISSING, Field, asdict, dataclass, fields
 from typing import Annotated, Any, TypeVar, get_type_hints
@@ -61,20 +62,44 @@ class RetrainOptions:
         min=0.0,
         max=1.0,
     )
+    min_holdout: int = option(
+        Thresholds.min_holdout,
+        help="Gate: fewest own-scans holdout images for the holdout rule to apply.",
+        min=0,
+    )
+    holdout_tolerance: float = option(
+        Thresholds.holdout_tolerance,
+        help="Gate: most own-scans holdout accuracy the candidate may lose vs production.",
+        min=0.0,
+        max=1.0,
+    )
     store: str | None = option(None, help=STORE_HELP, metavar="URI")
     alias: str = option("production", help="The alias a passing candidate is promoted to.")
     train_limit: int | None = option(
         None, help="Train on the first N images only (quick trials).", min=1
     )
     test_limit: int | None = option(None, help="Evaluate on the first N test images only.", min=1)
+    force: bool = option(
+        False,
+        help="Train and register even when a version was trained on the same data and config, "
+        "with a new random seed (unless --seed is given).",
+    )
 
     @property
     def thresholds(self) -> Thresholds:
-        return Thresholds(self.min_accuracy, self.max_regression, self.min_digit_recall)
+        return Thresholds(
+            self.min_accuracy,
+            self.max_regression,
+            self.min_digit_recall,
+            self.min_holdout,
+            self.holdout_tolerance,
+        )
 
     def training_config(self) -> TrainConfig:
-        """The profile with the overrides; ValueError for an unknown profile or architecture."""
-        return train_config(self.profile, self.architecture, self.epochs, self.seed)
+        """The profile with the overrides, a random seed when forced without one; ValueError
+        for an unknown profile or architecture."""
+        seed = secrets.randbelow(2**32) if self.force and self.seed is None else self.seed
+        return train_config(self.profile, self.architecture, self.epochs, seed)
 
     def parameters(self) -> dict[str, Any]:
         """The flow parameters these options set (None: the flow's own default)."""

@@ -1,11 +1,15 @@
 """The `retrain` flow: train a candidate, evaluate it next to production, gate, promote, report.
 
-Every task is small and does one thing; the flow composes them. Production changes only in
-`promote`, by compare-and-swap against the version the gate compared with, so a crash anywhere,
-or a rejected candidate, leaves it untouched. A rejected candidate stays registered.
+The candidate learns from MNIST plus the train images of the store's labelled spans (people's
+own scans), and is judged on MNIST's test set and on the spans' pooled holdout. Every task is
+small and does one thing; the flow composes them. Production changes only in `promote`, by
+compare-and-swap against the version the gate compared with, so a crash anywhere, or a rejected
+candidate, leaves it untouched. A rejected candidate stays registered.
 
-The run ends in a Completed-type state named `Promoted` or `Not promoted` (so the two look
-different in the UI and automations can react to either), or Failed.
+A run whose data, training config and code match a registered version's (its `identity`)
+trains and registers nothing, unless forced. The run ends in a Completed-type state named
+`Promoted`, `Not promoted` or `Unchanged` (so they look different in the UI and automations can
+react to each), or Failed.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import importlib.metadata
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypedDict
 
+import numpy as np
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
@@ -31,14 +36,23 @@ from digitflow import config
 from digitflow.data import Mnist
 from digitflow.evaluate import Evaluation
 from digitflow.profiles import TrainConfig
-from flows.artifacts import PROGRESS_KEY, RunSummary, history_rows, publish
-from flows.gate import Decision, Thresholds, decide
+from flows.artifacts import (
+    PROGRESS_KEY,
+    RunSummary,
+    history_rows,
+    publish,
+    publish_unchanged,
+    spans_text,
+)
+from flows.gate import Decision, Holdout, Thresholds, decide
 from flows.options import RetrainOptions, flat
 from model_store import ModelStore, ModelVersion, PromotionConflict, build_metadata
+from model_store.metadata import code_version
 from model_store.refs import label
+from model_store.spans import LabelledImages, SpanStore
 
 TRAINING_LIBRARIES = ("digitflow", "keras", "tensorflow")
-PROMOTED, NOT_PROMOTED = "Promoted", "Not promoted"
+PROMOTED, NOT_PROMOTED, UNCHANGED = "Promoted", "Not promoted", "Unchanged"
 
 
 class TrainedCandidate(TypedDict):
@@ -54,12 +68,20 @@ class TrainedCandidate(TypedDict):
 
 
 @dataclass(frozen=True)
+class Scores:
+    """A model on MNIST's test set and on the own-scans holdout (None: no holdout images)."""
+
+    test: Evaluation
+    holdout: Evaluation | None
+
+
+@dataclass(frozen=True)
 class Production:
-    """What `alias` pointed to when the run looked: its evaluation on this run's test set, or
+    """What `alias` pointed to when the run looked: its scores on this run's test images, or
     why it could not be evaluated (a model that no longer loads must not block the nightly)."""
 
     version: int
-    evaluation: Evaluation | None
+    scores: Scores | None
     problem: str | None = None
 
 
@@ -106,18 +128,29 @@ class RetrainOutcome:
     report_image: str
 
 
+def _training(data: Mnist, settings: TrainConfig) -> dict[str, Any]:
+    """What determines the trained model: data checksum, training config, library versions."""
+    libraries = {name: importlib.metadata.version(name) for name in TRAINING_LIBRARIES}
+    return {"data": data.checksum, "config": settings.to_dict(), "libraries": libraries}
+
+
+def _digest(value: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
 def candidate_file(data: Mnist, settings: TrainConfig) -> Path:
     """Where the model for this data and training config is kept, named by a hash of both.
 
     The versions of the code that trains are part of the name: an upgrade retrains.
     """
-    libraries = {name: importlib.metadata.version(name) for name in TRAINING_LIBRARIES}
-    identity = json.dumps(
-        {"data": data.checksum, "config": settings.to_dict(), "libraries": libraries},
-        sort_keys=True,
-    )
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:32]
+    digest = _digest(_training(data, settings))[:32]
     return config.home() / "cache" / "candidates" / f"{digest}.keras"
+
+
+def run_identity(data: Mnist, settings: TrainConfig) -> str:
+    """A hash of the data (MNIST's and the spans' checksums), the training config with its
+    seed, the library versions and digitflow's commit: equal identities, the same model."""
+    return _digest({**_training(data, settings), "code": code_version()})
 
 
 def _candidate_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
@@ -145,6 +178,55 @@ def load_data(train_limit: int | None, test_limit: int | None) -> Mnist:
     if train_limit is None and test_limit is None:
         return data
     return data.subset(train=train_limit, test=test_limit)
+
+
+@task(cache_policy=NO_CACHE)
+def load_spans(store: str | None) -> LabelledImages:
+    """The accepted labelled spans in the store: their train images and pooled holdout."""
+    images = SpanStore(store).active_images()
+    get_run_logger().info(
+        "%s: %d train, %d holdout images",
+        spans_text(images.spans),
+        len(images.y_train),
+        len(images.y_holdout),
+    )
+    return images
+
+
+def with_spans(mnist: Mnist, spans: LabelledImages) -> Mnist:
+    """MNIST with the spans' train images after its own; its checksum covers the spans'."""
+    if spans.empty:
+        return mnist
+    return replace(
+        mnist,
+        x_train=np.concatenate([mnist.x_train, spans.x_train]),
+        y_train=np.concatenate([mnist.y_train, spans.y_train]),
+        source=f"{mnist.source} + {spans_text(spans.spans)}",
+        checksum=f"{mnist.checksum}+spans:{spans.checksum}",
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def trained_before(store: str | None, identity: str) -> int | None:
+    """The newest version with this identity: trained on the same data, config and code."""
+    versions = ModelStore(store).list_versions()
+    return max(
+        (v.version for v in versions if v.metadata.get("identity") == identity), default=None
+    )
+
+
+@task(cache_policy=NO_CACHE)
+def report_unchanged(message: str) -> None:
+    """The run's report when nothing new was trained: why, in one line."""
+    get_run_logger().info(message)
+    publish_unchanged(message)
+
+
+def unchanged(version: int) -> State:
+    """`Unchanged`, Completed, with the version trained on the same data and config as result."""
+    message = f"unchanged: {label(version)} was trained on the same data and config"
+    report_unchanged(message)
+    return Completed(name=UNCHANGED, message=message, data=version)
 
 
 @task(cache_key_fn=_candidate_cache_key, result_serializer="json")
@@ -199,67 +281,107 @@ def train_or_reuse(data: Mnist, settings: TrainConfig) -> Training:
     return Training(settings, state.result(), cached=state.name == "Cached")
 
 
-@task(cache_policy=NO_CACHE)
-def evaluate_candidate(model_path: str, data: Mnist) -> Evaluation:
-    """The candidate's accuracy, per-digit metrics and mistakes on the test set."""
+def score(model: Any, data: Mnist, spans: LabelledImages) -> Scores:
+    """`model` on MNIST's test set and on the spans' pooled holdout, if it has images."""
     from digitflow.evaluate import evaluate
+
+    holdout = None
+    if len(spans.y_holdout):
+        holdout = evaluate(model, spans.x_holdout, spans.y_holdout)
+    return Scores(evaluate(model, data.x_test, data.y_test), holdout)
+
+
+def _scores_line(scores: Scores) -> str:
+    scans = "-" if scores.holdout is None else f"{scores.holdout.accuracy:.4f}"
+    return f"MNIST test accuracy {scores.test.accuracy:.4f}, own-scans holdout {scans}"
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate_candidate(model_path: str, data: Mnist, spans: LabelledImages) -> Scores:
+    """The candidate's accuracy, per-digit metrics and mistakes on both test sets."""
     from digitflow.models import load_model
 
-    evaluation = evaluate(load_model(model_path), data.x_test, data.y_test)
-    get_run_logger().info("candidate test accuracy %.4f", evaluation.accuracy)
-    return evaluation
+    scores = score(load_model(model_path), data, spans)
+    get_run_logger().info("candidate: %s", _scores_line(scores))
+    return scores
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate_production(store: str | None, alias: str, data: Mnist) -> Production | None:
-    """The model `alias` points to now, on the same test set; None when the alias is unset."""
-    from digitflow.evaluate import evaluate
-
+def evaluate_production(
+    store: str | None, alias: str, data: Mnist, spans: LabelledImages
+) -> Production | None:
+    """The model `alias` points to now, on the same images; None when the alias is unset."""
     models, logger = ModelStore(store), get_run_logger()
     version = models.aliases().get(alias)
     if version is None:
         logger.info("no %s model yet", alias)
         return None
     try:
-        evaluation = evaluate(models.load_model(version), data.x_test, data.y_test)
+        scores = score(models.load_model(version), data, spans)
     except Exception as error:  # whatever broke it, the candidate is judged on the floors
         problem = f"{alias} {label(version)} cannot be evaluated: {_one_line(error)}"
         logger.warning(problem)
         return Production(version, None, problem)
-    logger.info("%s is %s, test accuracy %.4f", alias, label(version), evaluation.accuracy)
-    return Production(version, evaluation)
+    logger.info("%s is %s: %s", alias, label(version), _scores_line(scores))
+    return Production(version, scores)
 
 
 @task(cache_policy=NO_CACHE)
-def gate(candidate: Evaluation, production: Production | None, thresholds: Thresholds) -> Decision:
+def gate(candidate: Scores, production: Production | None, thresholds: Thresholds) -> Decision:
     """Apply the promotion rules; the decision carries its reason."""
-    if production is None:
-        return decide(candidate, None, thresholds)
-    return decide(candidate, production.evaluation, thresholds, production.problem)
+    theirs = None if production is None else production.scores
+    holdout = None
+    if candidate.holdout is not None:
+        holdout = Holdout(candidate.holdout, None if theirs is None else theirs.holdout)
+    problem = None if production is None else production.problem
+    return decide(
+        candidate.test, None if theirs is None else theirs.test, thresholds, problem, holdout
+    )
+
+
+def _holdout_metrics(holdout: Evaluation | None) -> dict[str, Any] | None:
+    return None if holdout is None else {"accuracy": holdout.accuracy, "count": holdout.count}
 
 
 def candidate_metadata(
     options: RetrainOptions,
     training: Training,
     data: Mnist,
-    candidate: Evaluation,
+    spans: LabelledImages,
+    identity: str,
+    candidate: Scores,
     decision: Decision,
     production: Production | None,
 ) -> dict[str, Any]:
-    """What the store records with the candidate: metrics, provenance and the gate's verdict."""
+    """What the store records with the candidate: metrics, provenance, the spans it learned
+    from, its identity, its reference prediction profile and the gate's verdict."""
     limits = {"train_limit": options.train_limit, "test_limit": options.test_limit}
+    test = candidate.test
     metadata = build_metadata(
         metrics={
-            "accuracy": candidate.accuracy,
-            "loss": candidate.loss,
-            "test_images": candidate.count,
-            "recall": {str(m.digit): m.recall for m in candidate.per_digit},
+            "accuracy": test.accuracy,
+            "loss": test.loss,
+            "test_images": test.count,
+            "recall": {str(m.digit): m.recall for m in test.per_digit},
         },
-        params={**training.settings.to_dict(), **limits},
+        params={**training.settings.to_dict(), **limits, "force": options.force},
         architecture=training.settings.architecture,
         dataset_checksum=data.checksum,
         flow_run_id=str(flow_run.id),
     )
+    theirs = None if production is None else production.scores
+    metadata["identity"] = identity
+    metadata["spans"] = {
+        "names": list(spans.spans),
+        "checksum": spans.checksum,
+        "train_images": len(spans.y_train),
+        "holdout_images": len(spans.y_holdout),
+    }
+    metadata["holdout"] = {
+        "candidate": _holdout_metrics(candidate.holdout),
+        "production": None if theirs is None else _holdout_metrics(theirs.holdout),
+    }
+    metadata["reference"] = test.profile.to_dict()
     metadata["gate"] = {
         **decision.to_dict(),
         "thresholds": asdict(options.thresholds),
@@ -334,8 +456,9 @@ def promote_if_passed(
 def publish_report(
     options: RetrainOptions,
     training: Training,
+    spans: LabelledImages,
     registered: ModelVersion,
-    candidate: Evaluation,
+    candidate: Scores,
     production: Production | None,
     decision: Decision,
     promotion: Promotion,
@@ -343,12 +466,15 @@ def publish_report(
 ) -> None:
     """The markdown report (image inline), per-digit table and the store's nightly history."""
     models = ModelStore(options.store)
+    theirs = None if production is None else production.scores
     summary = RunSummary(
         candidate_version=registered.version,
         candidate_uri=registered.model_uri,
-        candidate=candidate,
+        candidate=candidate.test,
+        candidate_holdout=candidate.holdout,
         production_version=None if production is None else production.version,
-        production=None if production is None else production.evaluation,
+        production=None if theirs is None else theirs.test,
+        production_holdout=None if theirs is None else theirs.holdout,
         decision=decision,
         promoted=promotion.promoted,
         outcome=promotion.reason,
@@ -356,6 +482,7 @@ def publish_report(
         alias=options.alias,
         store_root=models.root,
         training=training.line(),
+        spans=spans.spans,
         report_image=image,
     )
     publish(summary, history_rows(models.list_versions(), models.history(), options.alias))
@@ -385,22 +512,31 @@ def _one_line(error: BaseException) -> str:
 @flow(name="retrain", description="Train, evaluate, gate and promote the digit model.")
 @flat(RetrainOptions)
 def retrain(options: RetrainOptions) -> State:
-    """Retrain the model and promote it to `alias` if it passes the gate.
+    """Retrain the model on MNIST and the store's spans; promote it to `alias` if it passes.
 
-    `store` is a path or URI (default: $DIGITFLOW_STORE or $DIGITFLOW_HOME/models);
-    `train_limit`/`test_limit` keep only the first images, for quick runs and tests.
+    `store` is a path or URI (default: $DIGITFLOW_STORE or $DIGITFLOW_HOME/models), for the
+    models and the spans; `train_limit`/`test_limit` cut MNIST only, for quick runs and tests.
     """
     settings = options.training_config()  # an unknown profile fails the run before any work
     check_store(options.store)
-    data = load_data(options.train_limit, options.test_limit)
+    spans = load_spans(options.store)
+    data = with_spans(load_data(options.train_limit, options.test_limit), spans)
+    identity = run_identity(data, settings)
+    same = trained_before(options.store, identity)
+    if same is not None and not options.force:
+        return unchanged(same)
     training = train_or_reuse(data, settings)
-    candidate = evaluate_candidate(training.path, data)
-    production = evaluate_production(options.store, options.alias, data)
+    candidate = evaluate_candidate(training.path, data, spans)
+    production = evaluate_production(options.store, options.alias, data, spans)
     decision = gate(candidate, production, options.thresholds)
-    metadata = candidate_metadata(options, training, data, candidate, decision, production)
+    metadata = candidate_metadata(
+        options, training, data, spans, identity, candidate, decision, production
+    )
     registered = register_candidate(options.store, training.path, metadata)
-    image = render_report_image(data, candidate, registered.version)
+    image = render_report_image(data, candidate.test, registered.version)
     # The one step that changes production, last but for publishing what happened.
     promotion = promote_if_passed(options, registered.version, decision, production)
-    publish_report(options, training, registered, candidate, production, decision, promotion, image)
-    return final_state(registered.version, candidate, promotion, image)
+    publish_report(
+        options, training, spans, registered, candidate, production, decision, promotion, image
+    )
+    return final_state(registered.version, candidate.test, promotion, image)

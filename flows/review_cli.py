@@ -1,9 +1,76 @@
-"""`digitflow review`: what a person needs to label a bulk run's low-confidence rows."""
+"""`digitflow review`: what a person needs to label a bulk run's low-confidence rows.
+
+The core CLI imports this module at every start, so it stays cheap: the work (numpy, Pillow)
+is in `flows.review`, imported inside the command; no TensorFlow, Beam or Prefect at all.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.markup import escape
+
+from beam_jobs.csv_rows import DEFAULT_MIN_CONFIDENCE
+
+console = Console(soft_wrap=True, highlight=False)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the `digitflow` app."""
+    app.command("review")(review_command)
+
+
+def review_command(
+    results: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="RESULTS.csv",
+            help="A bulk run's results CSV (local or gs:// s3://); give every shard of a run.",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="A new or empty folder to write into.")],
+    below: Annotated[
+        float, typer.Option(help="Review rows with a confidence below this.", min=0.0, max=1.0)
+    ] = DEFAULT_MIN_CONFIDENCE,
+    limit: Annotated[int, typer.Option(help="At most N rows, the least confident.", min=1)] = 200,
+    all_rows: Annotated[
+        bool, typer.Option("--all", help="Every row, whatever its confidence.")
+    ] = False,
+) -> None:
+    """Lay out a bulk run's least confident rows for a person to label.
+
+    OUT/contact-sheet.png: each scan as the model saw it and as scanned, row, digit, confidence.
+
+    OUT/index.html: the same tiles on one static page.
+
+    OUT/labels.csv: path,label prefilled with the predictions, in the sheet's order.
+
+    Correct the labels, then: digitflow data add OUT/labels.csv
+    """
+    from flows.review import ReviewError, review
+
+    threshold = None if all_rows else below
+    try:
+        written = review(results, out, threshold, limit)
+    except ReviewError as error:
+        err_console.print(f"[red]error:[/] {escape(str(error))}")
+        raise typer.Exit(1) from None
+    which = "rows" if threshold is None else f"rows below confidence {threshold:g}"
+    if not written.files:
+        console.print(f"no {which} in {', '.join(results)}: nothing written", markup=False)
+        return
+    unreadable = f"; {written.unreadable:,} scans could not be read" if written.unreadable else ""
+    console.print(
+        f"wrote {written.rows:,} of {written.matching:,} {which}, lowest confidence first"
+        f"{unreadable}:",
+        markup=False,
+    )
+    for path in written.files:
+        console.print(f"  {path}", markup=False)
+    console.print(
+        f"correct the labels, then: digitflow data add {out / 'labels.csv'}", markup=False
+    )

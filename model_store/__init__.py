@@ -1,7 +1,11 @@
-"""Versioned model store: immutable versions, atomic alias promotion, rollback and history.
+"""Versioned model store: immutable versions, atomic alias promotion, rollback and history;
+labelled spans of people's own scans for training (`SpanStore`).
 
-Import-cheap on purpose: nothing here imports Keras, TensorFlow or Beam until it is needed.
+Import-cheap on purpose: nothing here imports Keras, TensorFlow or Beam until it is needed, and
+the span API (numpy, Pillow) is imported on first use of one of its names.
 """
+
+from typing import Any
 
 from model_store.errors import (
     AliasNotFound,
@@ -23,8 +27,11 @@ from model_store.records import (
 )
 from model_store.store import ANY, ModelStore
 
+_SPAN_NAMES = ("AddResult", "LabelledImages", "Span", "SpanStore", "split_of")
+
 __all__ = [
     "ANY",
+    "AddResult",
     "AliasNotFound",
     "CorruptEntry",
     "CorruptVersion",
@@ -32,13 +39,26 @@ __all__ = [
     "HistoryLog",
     "InvalidModel",
     "InvalidReference",
+    "LabelledImages",
     "ModelStore",
     "ModelVersion",
     "PromotionConflict",
     "ResolvedModel",
+    "Span",
+    "SpanStore",
     "StoreError",
     "VersionListing",
     "VersionNotFound",
     "build_metadata",
     "default_actor",
+    "split_of",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The span API's names, imported on first use (PEP 562)."""
+    if name in _SPAN_NAMES:
+        from model_store import spans
+
+        return getattr(spans, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,6 +13,8 @@ from prefect.client.schemas.sorting import FlowRunSort
 from typer.testing import CliRunner
 
 from beam_jobs.classify import ClassifySummary
+from beam_jobs.drift import NO_REFERENCE, Drift
+from digitflow.evaluate import PredictionProfile
 from digitflow.scans import write_scans
 from flows.classify_cli import register
 from flows.classify_folder import SUMMARY_KEY, classify_folder, summary_markdown
@@ -58,6 +60,7 @@ def test_flow_classifies_and_publishes_its_summary(trained_model_path, scans, tm
     assert artifact.key == SUMMARY_KEY
     assert "# Bulk classification: 12 of 13 images" in artifact.data
     assert f"| model | {summary.model_version} (`{trained_model_path}`) |" in artifact.data
+    assert f"| drift | {NO_REFERENCE} |" in artifact.data  # a .keras file has no reference
     assert "## Errors (first 1 of 1)" in artifact.data
     assert f"| {scans / 'empty.png'} | empty file |" in artifact.data
 
@@ -78,7 +81,10 @@ def test_flow_without_bad_files_ends_plainly_completed(trained_model_path, mnist
 
 
 def test_artifact_shows_awkward_error_paths_as_plain_table_cells():
-    summary = ClassifySummary("in", "r.csv", "r.errors.csv", "v1", "m.keras", 2, 0, 2, 0, 0, 1.0)
+    no_drift = Drift(NO_REFERENCE, PredictionProfile.from_counts([0] * 10, 0.0, 0))
+    summary = ClassifySummary(
+        "in", "r.csv", "r.errors.csv", "v1", "m.keras", 2, 0, 2, 0, 0, 1.0, no_drift
+    )
     errors = [("a|b*c.png", "empty file"), ("line\nbreak.png", "blank: no ink found")]
 
     markdown = summary_markdown(summary, errors)
@@ -113,5 +119,8 @@ def test_cli_prefect_flag_runs_the_flow(trained_model_path, scans, tmp_path):
         "shards": 1,
         "min_confidence": 0.9,
         "overwrite": False,
+        "drift_psi": 0.25,
+        "drift_low_confidence_ratio": 3.0,
+        "drift_min_images": 100,
         "beam_args": [IN_PROCESS],
     }

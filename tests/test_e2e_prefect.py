@@ -325,6 +325,9 @@ def test_served_schedule_fires_completes_promotes_and_shows_in_the_ui(
             "min_digit_recall": 0.3,
             "profile": "full",
             "max_regression": 0.002,
+            "min_holdout": 50,
+            "holdout_tolerance": 0.01,
+            "force": False,
             "alias": "production",
         }
 
@@ -371,7 +374,8 @@ def test_prefect_yaml_schedule_fires_on_a_process_worker_and_alerts_on_rejection
         # Alerts: a rejected and a failed run, started by hand. (Prefect 3.8's scheduler emits
         # no event for the runs it creates, so the server holds the state events of scheduled
         # runs for its 15-minute ordering window before automations see them.)
-        manual = client.create_flow_run_from_deployment(deployment.id)
+        # Forced: with the scheduled run's data and config it would end Unchanged, no alert.
+        manual = client.create_flow_run_from_deployment(deployment.id, parameters={"force": True})
         broken = client.create_flow_run_from_deployment(
             deployment.id, parameters={"profile": "nightly"}
         )

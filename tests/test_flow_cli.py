@@ -97,12 +97,22 @@ def test_command_line_values_reach_the_command_as_one_option_set():
     app = typer.Typer()
     app.command("probe")(probe)
     app.command("other")(lambda: None)  # a command group, as in `digitflow`
-    args = ["probe", "--arch", "mlp", "--min-accuracy", "0.98", "--train-limit", "10"]
+    args = ["probe", "--arch", "mlp", "--min-accuracy", "0.98", "--train-limit", "10", "--force"]
+    args += ["--min-holdout", "20", "--holdout-tolerance", "0.02"]
 
     done = CliRunner().invoke(app, args)
 
     assert done.exit_code == 0, done.output
-    assert received == [RetrainOptions(architecture="mlp", min_accuracy=0.98, train_limit=10)]
+    assert received == [
+        RetrainOptions(
+            architecture="mlp",
+            min_accuracy=0.98,
+            train_limit=10,
+            force=True,
+            min_holdout=20,
+            holdout_tolerance=0.02,
+        )
+    ]
 
 
 @pytest.mark.parametrize(
@@ -136,7 +146,10 @@ def test_the_served_deployment_carries_the_schedule_and_options_given():
         "min_accuracy": 0.98,
         "max_regression": RetrainOptions.max_regression,
         "min_digit_recall": RetrainOptions.min_digit_recall,
+        "min_holdout": RetrainOptions.min_holdout,
+        "holdout_tolerance": RetrainOptions.holdout_tolerance,
         "alias": "production",
+        "force": False,
     }
 
 

@@ -1,5 +1,6 @@
 """The retrain flow under Prefect's test harness, on a small slice of MNIST with a quick MLP:
-first promotion, rejection by each gate rule, a training failure, artifacts, the CLI's exits."""
+first promotion, rejection by each gate rule, a training failure, artifacts, the CLI's exits,
+nothing registered when nothing changed, and training on a labelled span of own scans."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ from prefect.client.schemas.filters import (
 )
 from typer.testing import CliRunner
 
+from digitflow.data import Mnist
+from digitflow.scans import write_scans
 from flows.artifacts import HISTORY_KEY, PER_DIGIT_KEY, PROGRESS_KEY, REPORT_KEY
 from flows.cli import register
 from model_store import ModelStore
+from model_store.spans import SpanStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
@@ -84,12 +88,25 @@ def test_first_run_promotes_records_why_and_publishes_artifacts(digitflow_home: 
     assert metadata["dataset_checksum"].endswith("[:3000,:1000]")
     assert metadata["gate"]["promote"] is True and metadata["gate"]["compared_with"] is None
     assert metadata["params"]["architecture"] == "mlp"
+    assert metadata["params"]["seed"] == 0 and metadata["params"]["force"] is False
+    assert len(metadata["identity"]) == 64
+    assert metadata["spans"] == {
+        "names": [],
+        "checksum": "",
+        "train_images": 0,
+        "holdout_images": 0,
+    }
+    assert metadata["holdout"] == {"candidate": None, "production": None}
+    assert metadata["reference"]["count"] == 1000  # the prediction profile drift starts from
+    assert metadata["gate"]["checks"][3]["detail"] == "skipped: no own-scans holdout images"
 
     found = artifacts(run_id)
     assert set(found) == {REPORT_KEY, PER_DIGIT_KEY, HISTORY_KEY, PROGRESS_KEY}
     report = found[REPORT_KEY].data
     assert "# Retrain: v1 PROMOTED" in report
     assert "| accuracy floor | pass |" in report
+    assert "| own-scans holdout | pass | skipped: no own-scans holdout images |" in report
+    assert "trained on: MNIST + no spans" in report
     assert "production after this run: v1" in report
     assert "trained in this run" in report
     assert "file://" not in report
@@ -102,26 +119,35 @@ def test_first_run_promotes_records_why_and_publishes_artifacts(digitflow_home: 
     [night] = json.loads(found[HISTORY_KEY].data)
     assert night["version"] == "v1" and night["decision"] == "promoted"
     assert night["production after"] == "v1"
-    assert night["accuracy"] == round(outcome.accuracy, 4)
+    assert night["MNIST accuracy"] == round(outcome.accuracy, 4)
+    assert night["own-scans accuracy"] == "-" and night["spans"] == "-"
 
 
-def test_below_the_floor_stays_registered_and_production_is_unchanged():
+def test_an_identical_run_registers_nothing_and_a_forced_one_is_judged_as_usual():
     first = run_cli()
     assert first.exit_code == 0, first.output
     assert first.stdout.splitlines()[-1].startswith("candidate v1 promoted")
 
-    second = run_cli("--min-accuracy=0.99")
+    same = run_cli("--min-accuracy=0.99")  # the gate's thresholds do not make a new model
+
+    assert same.exit_code == 0, same.output
+    assert same.stdout.splitlines()[-1] == "unchanged: v1 was trained on the same data and config"
+    assert [v.version for v in ModelStore().list_versions()] == [1]
+
+    second = run_cli("--min-accuracy=0.99", "--force")
 
     assert second.exit_code == 3, second.output
     assert second.stdout.count("not promoted: accuracy floor") == 1  # said once, last
     assert second.stdout.splitlines()[-1].startswith(
-        "candidate v2 not promoted: accuracy floor: accuracy 0.8"
+        "candidate v2 not promoted: accuracy floor: accuracy 0."
     )
     assert "is below the floor of 0.9900" in second.stdout.splitlines()[-1]
     store = ModelStore()
     assert store.aliases() == {"production": 1}
     assert [v.version for v in store.list_versions()] == [1, 2]
     assert store.get(2).metadata["gate"]["promote"] is False
+    assert store.get(2).metadata["params"]["force"] is True
+    assert store.get(2).metadata["params"]["seed"] != store.get(1).metadata["params"]["seed"]
     assert production_history(store) == [(None, 1)]
 
 
@@ -149,8 +175,15 @@ def test_regression_against_production_is_rejected():
 
 def test_weak_digit_is_rejected_with_the_model_reused_from_the_cache():
     assert run_flow().result().promoted
+    unchanged = run_flow(min_digit_recall=0.7)
+    assert unchanged.is_completed() and unchanged.name == "Unchanged"
+    assert unchanged.message == "unchanged: v1 was trained on the same data and config"
+    assert unchanged.result() == 1
+    assert [v.version for v in ModelStore().list_versions()] == [1]
+    report = artifacts(unchanged.state_details.flow_run_id)[REPORT_KEY].data
+    assert "nothing trained or registered" in report
 
-    state = run_flow(min_digit_recall=0.7)
+    state = run_flow(min_digit_recall=0.7, force=True, seed=0)  # forced, with the same seed
 
     outcome = state.result()
     assert not outcome.promoted
@@ -261,3 +294,50 @@ def test_a_candidate_that_passes_the_gate_but_loses_the_race_is_not_promoted(mod
         reason="not promoted: passed the gate but lost the promotion race to v1",
     )
     assert store.aliases() == {"production": first.version}
+
+
+def add_span(mnist: Mnist, folder: Path, name: str) -> None:
+    """A span of 100 real scans, rendered from MNIST test images the runs never evaluate on."""
+    labels = write_scans(mnist.x_test[5000:5100], mnist.y_test[5000:5100], folder)
+    rows = labels.read_text().splitlines()
+    labels.write_text("\n".join(["path,label", *rows[1:]]) + "\n")  # `file,label` -> `path,label`
+    added = SpanStore().add(labels, name=name)
+    assert added.span is not None and added.span.count == 100, added.problems
+
+
+def test_a_new_span_trains_a_new_version_judged_on_its_holdout(mnist: Mnist, tmp_path: Path):
+    from digitflow.evaluate import evaluate
+
+    assert run_flow().result().promoted
+    add_span(mnist, tmp_path / "scans", "desk-scans")
+    images = SpanStore().active_images()
+
+    state = run_flow(max_regression=1.0)
+
+    assert state.name == "Promoted", state.message
+    store = ModelStore()
+    first, second = store.get(1).metadata, store.get(2).metadata
+    assert second["identity"] != first["identity"]
+    assert second["dataset_checksum"] == f"{first['dataset_checksum']}+spans:{images.checksum}"
+    assert second["spans"] == {
+        "names": ["desk-scans"],
+        "checksum": images.checksum,
+        "train_images": len(images.y_train),
+        "holdout_images": len(images.y_holdout),
+    }
+    holdout = second["holdout"]
+    assert 0 < holdout["candidate"]["count"] == holdout["production"]["count"] < 50
+    assert holdout["candidate"]["count"] == len(images.x_holdout)
+    on_holdout = evaluate(store.load_model(2), images.x_holdout, images.y_holdout)
+    assert holdout["candidate"]["accuracy"] == pytest.approx(on_holdout.accuracy)
+    skipped = f"skipped: {len(images.x_holdout)} own-scans holdout images, fewer than 50"
+    assert second["gate"]["checks"][3]["detail"] == skipped
+    assert skipped in state.message
+    found = artifacts(state.state_details.flow_run_id)
+    report = found[REPORT_KEY].data
+    assert f"| own-scans holdout accuracy | {on_holdout.accuracy:.4f} |" in report
+    assert "trained on: MNIST + spans desk-scans" in report
+    night = json.loads(found[HISTORY_KEY].data)[0]
+    assert night["spans"] == "desk-scans"
+    assert night["own-scans accuracy"] == round(on_holdout.accuracy, 4)
+    assert "own-scans recall" in json.loads(found[PER_DIGIT_KEY].data)[0]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from digitflow.evaluate import Evaluation, metrics_from_probabilities
-from flows.gate import Thresholds, decide
+from flows.gate import Holdout, Thresholds, decide
 
 PER_DIGIT = 100  # 1,000 test images, 100 of each digit
 
@@ -38,6 +38,7 @@ def test_first_model_is_promoted_on_the_floors_alone():
         "accuracy floor": True,
         "no regression": True,
         "per-digit recall": True,
+        "own-scans holdout": True,
     }
     assert decision.reason.startswith("promoted as the first model, on the floors alone")
     assert "accuracy 0.9800 >= 0.9700" in decision.reason
@@ -69,6 +70,7 @@ def test_regression_beyond_the_allowance_is_rejected():
         "accuracy floor": True,
         "no regression": False,
         "per-digit recall": True,
+        "own-scans holdout": True,
     }
     assert decision.reason == (
         "not promoted: no regression: accuracy 0.9870 vs production 0.9900 (-0.0030): "
@@ -114,6 +116,7 @@ def test_every_failed_rule_is_in_the_reason():
         "accuracy floor": False,
         "no regression": False,
         "per-digit recall": False,
+        "own-scans holdout": True,
     }
     assert decision.reason.count(": ") >= 3
     for name in ("accuracy floor", "no regression", "per-digit recall"):
@@ -132,10 +135,79 @@ def test_models_evaluated_on_different_test_sets_are_not_compared():
         decide(evaluation({}), evaluation({}, digits=range(9)), Thresholds())
 
 
-@pytest.mark.parametrize("field", ["min_accuracy", "max_regression", "min_digit_recall"])
+@pytest.mark.parametrize(
+    "field", ["min_accuracy", "max_regression", "min_digit_recall", "holdout_tolerance"]
+)
 def test_thresholds_outside_zero_to_one_are_refused(field):
     with pytest.raises(ValueError, match=field):
         Thresholds(**{field: 1.5})
+
+
+def test_a_negative_holdout_minimum_is_refused():
+    with pytest.raises(ValueError, match="min_holdout"):
+        Thresholds(min_holdout=-1)
+
+
+def holdout_check(decision):
+    [check] = [c for c in decision.checks if c.name == "own-scans holdout"]
+    return check
+
+
+def test_holdout_regression_beyond_the_tolerance_is_rejected():
+    production = evaluation(spread(10))  # MNIST: 0.990 each, no regression there
+    holdout = Holdout(candidate=evaluation(spread(30)), production=evaluation(spread(15)))
+
+    decision = decide(evaluation(spread(10)), production, Thresholds(), holdout=holdout)
+
+    assert not decision.promote
+    assert checks(decision) == {
+        "accuracy floor": True,
+        "no regression": True,
+        "per-digit recall": True,
+        "own-scans holdout": False,
+    }
+    assert decision.reason == (
+        "not promoted: own-scans holdout: holdout accuracy 0.9700 vs production 0.9850 (-0.0150) "
+        "on 1000 own scans: worse than production by more than 0.0100"
+    )
+
+
+def test_holdout_regression_within_the_tolerance_passes():
+    holdout = Holdout(candidate=evaluation(spread(25)), production=evaluation(spread(15)))
+
+    decision = decide(evaluation({}), evaluation({}), Thresholds(), holdout=holdout)
+
+    assert decision.promote
+    assert "(-0.0100) on 1000 own scans, within the allowed -0.0100" in decision.reason
+
+
+def test_too_few_holdout_images_skip_the_rule_and_say_so():
+    holdout = Holdout(candidate=evaluation({5: 90}), production=evaluation({}))  # far worse
+
+    decision = decide(evaluation({}), evaluation({}), Thresholds(min_holdout=1001), holdout=holdout)
+
+    assert decision.promote
+    assert holdout_check(decision).detail == (
+        "skipped: 1000 own-scans holdout images, fewer than 1001"
+    )
+    assert "skipped: 1000 own-scans holdout images, fewer than 1001" in decision.reason
+
+
+@pytest.mark.parametrize(
+    ("production", "holdout", "unavailable", "detail"),
+    [
+        (None, None, None, "skipped: no own-scans holdout images"),
+        (None, Holdout(evaluation({})), None, "skipped: no production model to compare with"),
+        (evaluation({}), Holdout(evaluation({})), "v1 is broken", "skipped: v1 is broken"),
+    ],
+)
+def test_the_holdout_rule_is_skipped_without_images_or_a_production_model(
+    production, holdout, unavailable, detail
+):
+    decision = decide(evaluation({}), production, Thresholds(), unavailable, holdout)
+
+    assert decision.promote
+    assert holdout_check(decision).detail == detail
 
 
 def test_decision_is_plain_data_for_the_store_metadata():

@@ -66,24 +66,30 @@ def error_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
     return [line for line in done.stderr.splitlines() if line.startswith("error:")]
 
 
-def models_importing(*args: object) -> tuple[str, list[str]]:
-    """`digitflow models ARGS...` through the console script's own entry point, every plugin
-    command loaded, in a fresh interpreter: its output, and which of TensorFlow and Keras it
+def command_importing(*argv: object) -> tuple[str, list[str]]:
+    """`digitflow ARGV...` through the console script's own entry point, every plugin command
+    loaded, in a fresh interpreter: its output, and which of TensorFlow, Keras and Beam it
     imported."""
     probe = (
         "import json, sys\n"
         "from digitflow.cli import main\n"
-        f"sys.argv = ['digitflow', 'models', *{list(map(str, args))!r}]\n"
+        f"sys.argv = ['digitflow', *{list(map(str, argv))!r}]\n"
         "try:\n"
         "    main()\n"
         "except SystemExit as done:\n"
         "    assert not done.code, done.code\n"
-        "print(json.dumps([m for m in ('tensorflow', 'keras') if m in sys.modules]))\n"
+        "heavy = ('tensorflow', 'keras', 'apache_beam')\n"
+        "print(json.dumps([m for m in heavy if m in sys.modules]))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     *output, imported = done.stdout.splitlines()
     return "\n".join(output), json.loads(imported)
+
+
+def models_importing(*args: object) -> tuple[str, list[str]]:
+    """`digitflow models ARGS...`, as `command_importing` runs it."""
+    return command_importing("models", *args)
 
 
 def test_register_promote_rollback_history(

@@ -7,7 +7,7 @@ import pytest
 
 from digitflow import models, profiles
 from digitflow.data import model_input
-from digitflow.evaluate import evaluate, metrics_from_probabilities
+from digitflow.evaluate import PredictionProfile, evaluate, metrics_from_probabilities
 from digitflow.train import train
 
 
@@ -64,3 +64,11 @@ def test_metrics_from_known_probabilities():
     assert evaluation.confusion[0][1] == 1
     assert [(m.index, m.label, m.predicted) for m in evaluation.mistakes] == [(1, 0, 1)]
     assert evaluation.loss == pytest.approx(-np.log([0.91, 0.01, 0.91, 0.91]).mean())
+    profile = evaluation.profile  # what the model predicts, labels aside: the drift reference
+    assert profile.digit_share == [0.25, 0.5, 0.25] + [0.0] * 7
+    assert (profile.mean_confidence, profile.low_confidence_rate, profile.count) == (
+        pytest.approx(0.91),
+        0.0,
+        4,
+    )
+    assert PredictionProfile.from_dict(profile.to_dict()) == profile

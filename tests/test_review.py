@@ -1,0 +1,153 @@
+"""`digitflow review`: a results CSV written as the Beam job writes it, over real scan files
+(awkward names included, one since deleted) -> contact sheet, static page and labels.csv."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from beam_jobs.csv_rows import COLUMNS, csv_line, prediction_line
+from digitflow.listing import path_text
+from digitflow.scans import render_scan
+from flows.review import COLUMNS as SHEET_COLUMNS
+from flows.review import HEADER, TILE, Row, select
+from flows.review_cli import register
+
+# file name -> (index into MNIST test, confidence the "model" gave it)
+SCANS = {
+    b"a.png": (0, 0.99),
+    b"b, with comma.png": (1, 0.42),
+    b"caf\xe9.png": (2, 0.61),  # not UTF-8: written `caf\xe9.png` in the CSV
+    b"d.jpg": (3, 0.95),
+    b"e.png": (4, 0.55),
+    b"f.png": (5, 0.79),
+    b"gone.png": (6, 0.30),  # deleted after the run
+}
+
+
+def probabilities(digit: int, confidence: float) -> list[float]:
+    rest = (1 - confidence) / 9
+    return [confidence if d == digit else rest for d in range(10)]
+
+
+@pytest.fixture
+def results(mnist, tmp_path: Path) -> tuple[Path, dict[str, tuple[int, float]]]:
+    """A results CSV over real scans: path text -> (predicted digit, confidence)."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    rows, expected = [csv_line(COLUMNS)], {}
+    for name, (index, confidence) in SCANS.items():
+        path = os.fsencode(folder) + b"/" + name
+        fmt = "JPEG" if name.endswith(b".jpg") else "PNG"
+        render_scan(mnist.x_test[index], rng).convert("RGB").save(os.fsdecode(path), fmt)
+        digit = int(mnist.y_test[index])
+        rows.append(prediction_line(path_text(path), probabilities(digit, confidence), "v1", 0.8))
+        expected[path_text(path)] = (digit, confidence)
+    (folder / "gone.png").unlink()
+    csv_path = tmp_path / "results.csv"
+    csv_path.write_text("\r\n".join(rows) + "\r\n", encoding="utf-8")
+    return csv_path, expected
+
+
+def review(*args: object):
+    app = typer.Typer()
+    app.callback()(lambda: None)  # a command group, as in `digitflow`
+    register(app)
+    return CliRunner().invoke(app, ["review", *map(str, args)])
+
+
+def read_labels(path: Path) -> list[list[str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.reader(handle))
+
+
+def test_review_writes_sheet_page_and_labels_of_the_low_confidence_rows(results, tmp_path):
+    csv_path, expected = results
+    out = tmp_path / "review"
+
+    done = review(csv_path, "--out", out)
+
+    assert done.exit_code == 0, done.output
+    low = sorted((c, p) for p, (_, c) in expected.items() if c < 0.8)
+    assert [row[0] for row in low] == [0.30, 0.42, 0.55, 0.61, 0.79]
+    assert read_labels(out / "labels.csv") == [
+        ["path", "label"],
+        *([path, str(expected[path][0])] for _, path in low),
+    ]
+    assert sorted(os.listdir(out)) == ["contact-sheet.png", "index.html", "labels.csv"]
+    with Image.open(out / "contact-sheet.png") as sheet:
+        assert sheet.format == "PNG"
+        assert sheet.size == (SHEET_COLUMNS * TILE[0], HEADER + TILE[1])  # 5 tiles: one line
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert page.count('src="data:image/png;base64,') == 5
+    assert "http" not in page and "<link" not in page and "<script" not in page
+    assert "caf\\xe9.png" in page and "b, with comma.png" in page
+    assert "wrote 5 of 5 rows below confidence 0.8" in done.output
+    assert "1 scans could not be read" in done.output
+    assert f"digitflow data add {out / 'labels.csv'}" in done.output
+
+
+def test_limit_all_and_tile_grid(results, tmp_path):
+    csv_path, expected = results
+
+    done = review(csv_path, "--out", tmp_path / "all", "--all", "--limit", "7")
+
+    assert done.exit_code == 0, done.output
+    labels = read_labels(tmp_path / "all" / "labels.csv")[1:]
+    assert [expected[path][1] for path, _ in labels] == sorted(c for _, c in expected.values())
+    with Image.open(tmp_path / "all" / "contact-sheet.png") as sheet:
+        assert sheet.size == (SHEET_COLUMNS * TILE[0], HEADER + 2 * TILE[1])  # 7 tiles: 2 lines
+
+
+def test_select_keeps_the_lowest_in_order_and_counts_all_matches():
+    rows = [Row(f"{n}.png", n % 10, c) for n, c in enumerate([0.5, 0.2, 0.9, 0.2, 0.7, 0.1])]
+
+    selection = select(iter(rows), below=0.8, limit=3)
+
+    assert [row.path for row in selection.rows] == ["5.png", "1.png", "3.png"]
+    assert selection.matching == 5
+
+
+def test_an_existing_folder_with_files_is_refused(results, tmp_path):
+    csv_path, _ = results
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "labels.csv").write_text("my own work\n")
+
+    done = review(csv_path, "--out", out)
+
+    assert done.exit_code == 1
+    assert done.output.strip() == f"error: {out} is not empty: give a new or empty folder"
+    assert sorted(p.name for p in out.iterdir()) == ["labels.csv"]
+    assert (out / "labels.csv").read_text() == "my own work\n"
+
+
+def test_a_file_that_is_not_a_results_csv_is_refused(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\na.png,3\n")
+
+    done = review(labels, "--out", tmp_path / "out")
+
+    assert done.exit_code == 1
+    assert "is not a results file: no column path, digit, confidence" in done.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_review_command_imports_neither_tensorflow_nor_beam_nor_prefect():
+    code = (
+        "import sys, flows.review_cli, flows.review\n"
+        "print(sorted(m for m in ('apache_beam', 'tensorflow', 'keras', 'prefect') "
+        "if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -1,0 +1,208 @@
+"""Labelled spans (`model_store.spans`, `digitflow data add | list | remove`): real scans and
+a real LABELS.csv in, pooled MNIST-style arrays out, on a local disk and on S3 and GCS."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_models_cli import command_importing
+
+from digitflow import objects
+from digitflow.listing import path_text
+from digitflow.preprocess import to_mnist
+from digitflow.scans import render_scan, write_scans
+from model_store import SpanStore, StoreError, split_of
+
+DIGITFLOW = Path(sys.executable).with_name("digitflow")
+FORMATS = ("png", "jpg", "bmp", "tiff", "webp", "gif")  # write_scans cycles through these
+
+
+def scan_bytes(digit: np.ndarray, seed: int) -> bytes:
+    buffer = io.BytesIO()
+    render_scan(digit, np.random.default_rng(seed)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def scans(mnist, folder: Path, start: int, count: int) -> list[tuple[str, int]]:
+    """`count` realistic scans of MNIST test digits in mixed formats: (file name, label)."""
+    write_scans(mnist.x_test[start : start + count], mnist.y_test[start : start + count], folder)
+    labels = mnist.y_test[start : start + count].tolist()
+    return [(f"scan_{i:05d}.{FORMATS[i % 6]}", label) for i, label in enumerate(labels)]
+
+
+def labels_csv(path: Path, rows: list[tuple[str, object]]) -> Path:
+    lines = ["path,label", *(f"{where},{label}" for where, label in rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def stored_splits(store: SpanStore, name: str) -> dict[str, bool]:
+    """Content sha256 -> holdout flag, as the span's images.npz holds them."""
+    with np.load(Path(store.root) / "datasets" / name / "images.npz") as arrays:
+        return dict(zip(arrays["sha256"].tolist(), arrays["holdout"].tolist(), strict=True))
+
+
+def test_split_is_a_stable_fifth_by_content_hash() -> None:
+    hashes = [sha256(str(i).encode()) for i in range(5000)]
+    holdout = [split_of(h) for h in hashes].count("holdout") / len(hashes)
+    assert 0.18 < holdout < 0.22
+    assert [split_of(h) for h in hashes] == [split_of(h) for h in hashes]
+
+
+def test_add_stores_the_good_rows_and_names_the_bad_ones(tmp_path: Path, mnist) -> None:
+    folder = tmp_path / "scans"
+    good = [(f"scans/{name}", label) for name, label in scans(mnist, folder, 0, 10)]
+    odd_name = os.fsencode(folder) + b"/caf\xe9 scan.png"  # not UTF-8: as `review` writes it
+    Path(os.fsdecode(odd_name)).write_bytes(scan_bytes(mnist.x_test[10], 1))
+    good.append((path_text(odd_name), int(mnist.y_test[10])))
+    (folder / "extra.png").write_bytes(scan_bytes(mnist.x_test[11], 2))
+    jpeg = (folder / "scan_00001.jpg").read_bytes()
+    (folder / "broken.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    bad = [
+        ("scans/broken.jpg", 3),
+        ("scans/missing.png", 4),
+        ("./scans/../scans/scan_00000.png", 7),
+        ("scans/extra.png", 11),
+    ]
+    source = labels_csv(tmp_path / "LABELS.csv", [*good, *bad])
+    store = SpanStore(tmp_path / "store")
+
+    result = store.add(source, name="people")
+
+    assert result.problems == [
+        "row 12 (scans/broken.jpg): truncated: image data ends early",
+        "row 13 (scans/missing.png): unreadable: no such file or directory",
+        "row 14 (./scans/../scans/scan_00000.png): duplicate: same path as row 1",
+        "row 15 (scans/extra.png): bad label '11': must be a digit 0-9",
+    ]
+    span = result.span
+    files = [tmp_path / "scans" / name.removeprefix("scans/") for name, _ in good[:-1]]
+    contents = [path.read_bytes() for path in files] + [Path(os.fsdecode(odd_name)).read_bytes()]
+    labels = [label for _, label in good]
+    assert (span.name, span.count, span.retired_at) == ("people", 11, None)
+    assert span.per_digit == {str(d): labels.count(d) for d in range(10)}
+    holdout = [sha256(data) for data in contents if split_of(sha256(data)) == "holdout"]
+    assert holdout, "the sample should have holdout images"
+    assert span.splits == {"train": 11 - len(holdout), "holdout": len(holdout)}
+    assert span.source_sha256 == sha256(source.read_bytes())
+    stored = tmp_path / "store" / "datasets" / "people"
+    assert sha256((stored / "images.npz").read_bytes()) == span.data_sha256
+    assert json.loads((stored / "span.json").read_text())["data_sha256"] == span.data_sha256
+
+    images = store.active_images()
+
+    assert (images.spans, images.empty) == (("people",), False)
+    assert images.checksum == sha256(span.data_sha256.encode())
+    assert images.holdout_ids == holdout
+    assert images.x_train.shape == (11 - len(holdout), 28, 28)
+    assert images.x_train.dtype == images.y_train.dtype == np.uint8
+    train = [i for i, data in enumerate(contents) if sha256(data) not in holdout]
+    assert images.y_train.tolist() == [labels[i] for i in train]
+    first = np.round(to_mnist(contents[train[0]]) * 255).astype(np.uint8)
+    assert np.array_equal(images.x_train[0], first)  # white ink 255 on black 0, as MNIST
+    assert store.spans() == [span]
+
+
+def test_spans_keep_splits_pool_once_and_retire_without_erasing(tmp_path: Path, mnist) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    first_rows = scans(mnist, first, 0, 8)
+    shutil.copytree(first, second)  # the same files again, under other paths
+    second_rows = first_rows[:6] + [(f"new_{i}.png", int(mnist.y_test[20 + i])) for i in range(4)]
+    for i in range(4):
+        (second / f"new_{i}.png").write_bytes(scan_bytes(mnist.x_test[20 + i], 10 + i))
+    store = SpanStore(tmp_path / "store")
+    assert store.active_images().empty and store.active_images().checksum == ""
+
+    one = store.add(labels_csv(first / "LABELS.csv", first_rows), name="one").span
+    two = store.add(labels_csv(second / "LABELS.csv", second_rows), name="two").span
+
+    splits_one, splits_two = stored_splits(store, "one"), stored_splits(store, "two")
+    shared = splits_one.keys() & splits_two.keys()
+    assert len(shared) == 6 and all(splits_one[h] == splits_two[h] for h in shared)
+    pooled = store.active_images()
+    assert pooled.spans == ("one", "two")
+    assert len(pooled.y_train) + len(pooled.y_holdout) == 12  # 8 + 4 new, each once
+    assert set(pooled.holdout_ids) == {h for h, held in (splits_one | splits_two).items() if held}
+
+    retired = store.remove("one", reason="labels were wrong", actor="test")
+
+    assert (retired.retired_reason, retired.retired_by) == ("labels were wrong", "test")
+    assert store.active_images().spans == ("two",)
+    assert len(store.active_images().y_train) + len(store.active_images().y_holdout) == 10
+    assert store.spans() == [two]
+    assert store.spans(include_retired=True) == [retired, two]
+    assert (tmp_path / "store" / "datasets" / "one" / "images.npz").is_file()
+    assert retired.data_sha256 == one.data_sha256
+    with pytest.raises(StoreError, match=r"^span one was already removed at "):
+        store.remove("one", reason="again", actor="test")
+    with pytest.raises(StoreError, match=r"^span two exists$"):
+        store.add(second / "LABELS.csv", name="two")
+    npz = tmp_path / "store" / "datasets" / "two" / "images.npz"
+    damaged = bytearray(npz.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF
+    npz.write_bytes(damaged)
+    with pytest.raises(StoreError, match=r"^span two is corrupt: images\.npz does not match"):
+        store.active_images()
+
+
+def test_span_on_an_object_store(bucket: str, tmp_path: Path, mnist) -> None:
+    rows = [(name, label) for name, label in scans(mnist, tmp_path, 0, 3)]
+    for i in range(2):
+        uri = f"{bucket}/incoming/scan {i}.png"
+        objects.put(uri, scan_bytes(mnist.x_test[3 + i], i))
+        rows.append((uri, int(mnist.y_test[3 + i])))
+    rows.append((f"{bucket}/incoming/missing.png", 1))
+    store = SpanStore(f"{bucket}/models")
+
+    result = store.add(labels_csv(tmp_path / "LABELS.csv", rows), name="remote")
+
+    assert result.problems == [f"row 6 ({bucket}/incoming/missing.png): unreadable: no such object"]
+    assert result.span.count == 5
+    assert [span.name for span in SpanStore(f"{bucket}/models").spans()] == ["remote"]
+    images = store.active_images()
+    assert images.spans == ("remote",)
+    assert sorted([*images.y_train, *images.y_holdout]) == sorted(label for _, label in rows[:5])
+
+
+def cli(*args: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(DIGITFLOW), "data", *map(str, args)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_adds_lists_and_removes(tmp_path: Path, mnist) -> None:
+    rows = [*scans(mnist, tmp_path, 0, 4), ("gone.png", 5)]
+    source = labels_csv(tmp_path / "LABELS.csv", rows)
+    nothing = labels_csv(tmp_path / "nothing.csv", [("gone.png", 5)])
+
+    added = cli("add", source, "--name", "people", "--json")
+    failed = cli("add", nothing)
+    removed = cli("remove", "people", "--reason", "wrong labels")
+    listed, imported = command_importing("data", "list", "--json", "--all")
+
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["count"] == 4
+    assert added.stderr.splitlines() == [
+        "warning: row 5 (gone.png): unreadable: no such file or directory"
+    ]
+    assert failed.returncode == 1
+    assert failed.stderr.splitlines()[-1] == (
+        f"error: nothing stored: none of the 1 rows of {nothing} could be used"
+    )
+    assert removed.returncode == 0, removed.stderr
+    [span] = json.loads(listed)
+    assert (span["name"], span["retired_reason"]) == ("people", "wrong labels")
+    assert imported == []
