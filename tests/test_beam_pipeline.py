@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 
 from apache_beam.metrics.metric import MetricsFilter
@@ -14,7 +15,7 @@ from beam_jobs.classify import build_pipeline, model_label, resolve_model
 from beam_jobs.csv_rows import COLUMNS, error_line
 from beam_jobs.inputs import Source
 from beam_jobs.keras_handler import KerasModelHandler, sha256_file
-from beam_jobs.transforms import NAMESPACE
+from beam_jobs.transforms import NAMESPACE, PREDICTED
 
 STROKES = {  # dark pen strokes on white paper, roughly a 1, a 7 and a 4
     "one.png": [(32, 8), (32, 56)],
@@ -82,6 +83,11 @@ def test_build_pipeline_classifies_a_folder_into_results_and_errors(model_file, 
     counters = {c.key.metric.name: c.committed for c in query["counters"]}
     low = sum(row["low_confidence"] == "true" for row in rows)
     assert counters.pop("low_confidence", 0) == low
+    assert counters.pop("drift_low_confidence", 0) == low  # its threshold: min_confidence
+    predicted = Counter(f"predicted_{row['digit']}" for row in rows)
+    assert {name: counters.pop(name) for name in PREDICTED if name in counters} == predicted
+    milli = sum(float(row["confidence"]) * 1000 for row in rows)
+    assert abs(counters.pop("confidence_milli") - milli) <= len(rows)  # each rounded once
     assert counters == {
         "files_matched": 6,
         "files_ignored": 1,
