@@ -19,7 +19,7 @@ from apache_beam.io.filesystem import CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from digitflow import objects
-from digitflow.listing import Entry, Kind, UnreadableError, entry, is_image_name, read_file, walk
+from digitflow.listing import Entry, Kind, entry, is_image_name, walk
 
 GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -98,13 +98,8 @@ def read_input(path: bytes) -> bytes:
     (`digitflow.objects`): Beam's S3 file system builds a new client for every open.
     """
     name = os.fsdecode(path)
-    if FileSystems.get_scheme(name) is None:
-        return read_file(path)
-    if objects.is_object_uri(name):
-        found = objects.get(name)
-        if found is None:
-            raise UnreadableError("unreadable: the object no longer exists")
-        return found.data
+    if FileSystems.get_scheme(name) is None or objects.is_object_uri(name):
+        return objects.read_bytes(path)
     with FileSystems.open(name, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         return handle.read()
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import enum
 import functools
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
+
+from digitflow.listing import UnreadableError, read_file
 
 SCHEMES = ("s3", "gs")
 _GCS_MESSAGE = re.compile(r'"message":\s*"([^"]+)"')
@@ -48,8 +51,24 @@ class Blob:
 
 
 def is_object_uri(uri: str) -> bool:
-    """True for the `s3://` and `gs://` URIs this module serves."""
-    return uri.partition("://")[0] in SCHEMES and "://" in uri
+    """True for `s3://bucket[/key]` and `gs://bucket[/key]`: a scheme served here and a bucket."""
+    scheme, separator, rest = uri.partition("://")
+    return bool(separator) and scheme in SCHEMES and bool(rest.partition("/")[0])
+
+
+def read_bytes(location: str | bytes) -> bytes:
+    """The bytes of a local file (as `digitflow.listing.read_file` reads it) or of an s3:// or
+    gs:// object; UnreadableError, in one line, when it is missing or cannot be read."""
+    name = os.fsdecode(location)
+    if not is_object_uri(name):
+        return read_file(location)
+    try:
+        found = get(name)
+    except ObjectStoreError as error:
+        raise UnreadableError(f"unreadable: {error}") from None
+    if found is None:
+        raise UnreadableError("unreadable: no such object")
+    return found.data
 
 
 def get(uri: str) -> Blob | None:
@@ -100,10 +119,9 @@ class _Backend(Protocol):
 
 def _split(uri: str) -> tuple[str, str]:
     """(bucket, key) of `scheme://bucket/key`."""
-    scheme, _, rest = uri.partition("://")
-    bucket, _, key = rest.partition("/")
-    if scheme not in SCHEMES or not bucket:
+    if not is_object_uri(uri):
         raise ValueError(f"not an s3:// or gs:// object URI: {uri}")
+    bucket, _, key = uri.partition("://")[2].partition("/")
     return bucket, key
 
 

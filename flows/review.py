@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from digitflow import objects
-from digitflow.listing import UnreadableError, path_bytes, read_file
+from digitflow.listing import UnreadableError, path_bytes
 from digitflow.preprocess import PreprocessError, to_mnist
 from digitflow.preprocess.decode import grayscale, open_image
 
@@ -153,21 +153,10 @@ def load_scan(path: str) -> tuple[np.ndarray, Image.Image] | str:
     """(the model's 28x28 input, the original in grey) for a path as the job wrote it, or
     the reason it cannot be read now."""
     try:
-        data = _read_scan(os.fsdecode(path_bytes(path)))
+        data = objects.read_bytes(path_bytes(path))
         return to_mnist(data), grayscale(open_image(data))
     except (UnreadableError, PreprocessError) as error:
         return str(error)
-    except OSError as error:  # an object store's request
-        return f"unreadable: {error.strerror or ' '.join(str(error).split())[:120]}"
-
-
-def _read_scan(name: str) -> bytes:
-    if not objects.is_object_uri(name):
-        return read_file(name)
-    found = objects.get(name)
-    if found is None:
-        raise UnreadableError("unreadable: the object no longer exists")
-    return found.data
 
 
 def render_tile(number: int, row: Row, scan: tuple[np.ndarray, Image.Image] | str) -> Image.Image:

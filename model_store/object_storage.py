@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +24,6 @@ from model_store.files import ChecksumMismatch, WriteConflict, sha256_file, veri
 
 log = logging.getLogger(__name__)
 
-_OBJECT_URI = re.compile(r"(s3|gs)://[^/]+(/.*)?")
 _HISTORY_READERS = 16  # history entries fetched at once: one request each
 
 
@@ -36,7 +34,7 @@ def model_cache() -> Path:
 
 def check_uri(uri: str, what: str) -> str:
     """`uri` if it is an s3:// or gs:// URI with a bucket, else StoreError naming `what` it is."""
-    if not _OBJECT_URI.fullmatch(uri):
+    if not objects.is_object_uri(uri):
         raise StoreError(f"unsupported {what} URI {uri}: use a local path, s3:// or gs://")
     return uri
 

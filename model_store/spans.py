@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from digitflow import objects
-from digitflow.listing import UnreadableError, path_bytes, read_file
+from digitflow.listing import UnreadableError, path_bytes
 from digitflow.preprocess import PreprocessError, to_mnist
 from model_store.errors import StoreError
 from model_store.files import ChecksumMismatch, WriteConflict, is_uri, sha256_file
@@ -334,18 +334,10 @@ def _label(text: str) -> int:
 
 def _read(location: str | bytes) -> bytes:
     """The file's bytes; _BadRow when it is missing or cannot be read."""
-    if isinstance(location, bytes):
-        try:
-            return read_file(location)
-        except UnreadableError as error:
-            raise _BadRow(str(error)) from None
     try:
-        blob = objects.get(location)
-    except objects.ObjectStoreError as error:
-        raise _BadRow(f"unreadable: {error}") from None
-    if blob is None:
-        raise _BadRow("unreadable: no such object")
-    return blob.data
+        return objects.read_bytes(location)
+    except UnreadableError as error:
+        raise _BadRow(str(error)) from None
 
 
 def _arrays(images: list[_Image]) -> dict[str, np.ndarray]:
