@@ -11,7 +11,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from servers import free_port
 
 from flows.artifacts import HISTORY_KEY, PER_DIGIT_KEY, PROGRESS_KEY, REPORT_KEY
 from flows.schedule import DEPLOYMENT_NAME, FLOW_NAME
@@ -80,12 +80,6 @@ class Server:
         }
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @contextmanager
 def started(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen]:
     """Run `command` in its own process group; on exit stop the group, politely then firmly."""
@@ -138,16 +132,23 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
         yield server
 
 
-@pytest.fixture
-def client(prefect_server: Server) -> Iterator[Any]:
-    """A Prefect API client of the test server (whatever API this process was pointed at)."""
+@contextmanager
+def api_client(server: Server) -> Iterator[Any]:
+    """A Prefect API client of `server` (whatever API this process was pointed at)."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with (
-        temporary_settings({PREFECT_API_URL: prefect_server.api}),
+        temporary_settings({PREFECT_API_URL: server.api}),
         get_client(sync_client=True) as api,
     ):
+        yield api
+
+
+@pytest.fixture
+def client(prefect_server: Server) -> Iterator[Any]:
+    """A Prefect API client of the test server."""
+    with api_client(prefect_server) as api:
         yield api
 
 

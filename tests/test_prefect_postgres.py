@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import free_port
 from test_e2e_prefect import (
     BIN,
     REPO,
     Server,
+    api_client,
     artifacts_by_key,
-    free_port,
     healthy,
     started,
     wait_for,
@@ -184,13 +185,7 @@ def server_on_postgres(postgres: Postgres, tmp_path: Path) -> Iterator[Server]:
 @pytest.fixture
 def client(server_on_postgres: Server) -> Iterator[Any]:
     """A Prefect API client of that server."""
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with (
-        temporary_settings({PREFECT_API_URL: server_on_postgres.api}),
-        get_client(sync_client=True) as api,
-    ):
+    with api_client(server_on_postgres) as api:
         yield api
 
 

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import csv
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import typer
 from PIL import Image
+from test_beam_classify import heavy_modules_after
 from typer.testing import CliRunner
 
 from beam_jobs.csv_rows import COLUMNS, csv_line, prediction_line
@@ -144,10 +143,4 @@ def test_a_file_that_is_not_a_results_csv_is_refused(tmp_path):
 
 
 def test_review_command_imports_neither_tensorflow_nor_beam_nor_prefect():
-    code = (
-        "import sys, flows.review_cli, flows.review\n"
-        "print(sorted(m for m in ('apache_beam', 'tensorflow', 'keras', 'prefect') "
-        "if m in sys.modules))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
+    assert heavy_modules_after("import flows.review_cli, flows.review") == "[]"
