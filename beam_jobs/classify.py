@@ -54,8 +54,7 @@ from beam_jobs.transforms import (
     WriteCsv,
 )
 from digitflow.evaluate import PredictionProfile
-from digitflow.listing import Kind
-from digitflow.preprocess import IMAGE_EXTENSIONS
+from digitflow.listing import IMAGE_EXTENSIONS, Kind
 from model_store import ModelStore, ResolvedModel, StoreError
 from model_store.refs import label
 

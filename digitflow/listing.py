@@ -9,7 +9,7 @@ followed; a folder that leads back to one of its own parents is reported as a lo
 
 Paths are `str` as the `os` module gives them (undecodable bytes as surrogates, `os.fsdecode`);
 `path_text` turns one into printable, lossless text and `path_bytes` turns that back.
-Standard library only (and the extension list), so it stays cheap to import.
+Standard library only, so it stays cheap to import.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from digitflow.preprocess import IMAGE_EXTENSIONS
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+)  # the formats digitflow.preprocess decodes
 
 _NON_REGULAR = (
     (stat.S_ISDIR, "folder"),

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image, ImageDraw, ImageOps
 
+from digitflow.listing import IMAGE_EXTENSIONS
 from digitflow.preprocess import (
-    IMAGE_EXTENSIONS,
     BlankImageError,
     EmptyFileError,
     ImageTooLargeError,

@@ -16,7 +16,6 @@ import numpy as np
 from PIL import Image
 
 from digitflow.preprocess.decode import (
-    IMAGE_EXTENSIONS,
     MAX_PIXELS,
     check_size,
     grayscale,
@@ -34,7 +33,6 @@ from digitflow.preprocess.geometry import mnist_field
 from digitflow.preprocess.ink import ink_map
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
     "BlankImageError",
     "EmptyFileError",

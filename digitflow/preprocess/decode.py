@@ -17,9 +17,6 @@ from digitflow.preprocess.errors import (
     UnreadableImageError,
 )
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-)
 MAX_PIXELS: int = 40_000_000
 _FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # never EPS & co: no external tools
 _WORK_SIDE = 512  # images are reduced until their long side is below 2x this
