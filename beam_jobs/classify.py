@@ -60,8 +60,8 @@ from model_store.refs import label
 
 log = logging.getLogger(__name__)
 
-# The CNN's CPU time per image, measured by batch size: 0.64 ms at 8, 0.48 at 64, 0.46 at 256,
-# 0.42 at 1,024. From 256 on, larger batches save little and hold more images per worker.
+# CPU time per image by batch size (the first round's CNN, earlier host): 0.64 ms at 8, 0.48 at
+# 64, 0.46 at 256, 0.42 at 1,024. From 256 on, larger batches save little and hold more images.
 DEFAULT_BATCH_SIZE = 256
 PROGRESS_EVERY_S = 10.0
 

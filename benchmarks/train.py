@@ -1,9 +1,13 @@
-"""Train each architecture/profile on MNIST and print test accuracy, wall time, epochs, parameters.
+"""Train each architecture/profile on MNIST; print test accuracy, time, size and inference cost.
 
     .venv/bin/python benchmarks/train.py                # seeds' three models, cnn fast, cnn full
     .venv/bin/python benchmarks/train.py cnn:fast mlp:5 # ARCH:PROFILE, or ARCH:EPOCHS (fast)
+    .venv/bin/python benchmarks/train.py cnn:full --seeds 0,1
 
-Prints one markdown table row per run, ready for benchmarks/RESULTS.md.
+Prints one markdown table row per run, ready for benchmarks/RESULTS.md. Inference is CPU time
+per image (all threads' together) at the bulk job's batch size (256), through
+`predict_on_batch` as the Beam workers call it; multiply-adds are counted from the convolution
+and dense layers. `--seeds 0,1` trains each run once per seed.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import keras
+import numpy as np
+
 from digitflow.data import load_mnist, model_input
 from digitflow.evaluate import evaluate
 from digitflow.profiles import PROFILES, train_config
@@ -21,20 +28,44 @@ from digitflow.train import train
 
 # The seeds' three models, as the tutorials trained them (a few epochs), then ours.
 DEFAULT_RUNS = ("softmax:5", "mlp:5", "mlp512:5", "cnn:fast", "cnn:full")
+BULK_BATCH = 256
 
 
-def settings_for(run: str):
+def settings_for(run: str, seed: int):
     architecture, _, what = run.partition(":")
     if what in PROFILES:
-        return train_config(what, architecture=architecture)
-    return train_config("fast", architecture=architecture, epochs=int(what or 2))
+        return train_config(what, architecture=architecture, seed=seed)
+    return train_config("fast", architecture=architecture, epochs=int(what or 2), seed=seed)
+
+
+def multiply_adds(model: keras.Model) -> int:
+    """Multiply-adds per image in the model's convolution and dense layers (the bulk of it)."""
+    total = 0
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.Conv2D):
+            height, width, _ = layer.output.shape[1:]
+            total += height * width * int(np.prod(layer.kernel.shape))
+        elif isinstance(layer, keras.layers.Dense):
+            total += int(np.prod(layer.kernel.shape))
+    return total
+
+
+def inference_cpu_ms(model: keras.Model, images: np.ndarray) -> float:
+    """CPU milliseconds per image, batches of BULK_BATCH via `predict_on_batch`."""
+    batches = [images[i : i + BULK_BATCH] for i in range(0, len(images), BULK_BATCH)]
+    model.predict_on_batch(batches[0])  # build the compiled function
+    start = time.process_time()
+    for batch in batches:
+        model.predict_on_batch(batch)
+    return (time.process_time() - start) / len(images) * 1e3
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", default=DEFAULT_RUNS, help="ARCH:PROFILE or ARCH:EPOCHS")
+    parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
     parser.add_argument(
-        "--keep", type=Path, help="folder to keep each model in, as ARCH-WHAT.keras"
+        "--keep", type=Path, help="folder to keep each model in, as ARCH-WHAT-SEED.keras"
     )
     args = parser.parse_args()
     mnist = load_mnist()
@@ -42,29 +73,35 @@ def main() -> None:
         f"# {platform.node()} {platform.processor() or platform.machine()}, "
         f"{time.strftime('%Y-%m-%d')}, MNIST sha256 {mnist.checksum[:12]}"
     )
-    columns = ("model", "profile", "epochs run", "parameters", "file size", "train wall time")
-    columns += ("test accuracy", "test loss", "inference per image (batch 512)")
+    columns = ("model", "profile", "seed", "epochs run", "parameters", "multiply-adds")
+    columns += ("file size", "train wall time", "test accuracy", "test loss")
+    columns += (f"inference CPU per image (batch {BULK_BATCH})",)
     print("| " + " | ".join(columns) + " |")
     print("| --- " * len(columns) + "|")
     for run in args.runs:
-        settings = settings_for(run)
-        result = train(mnist, settings, verbose=2)
-        evaluation = evaluate(result.model, mnist.x_test, mnist.y_test)
-        with tempfile.TemporaryDirectory() as tmp:
-            saved = (args.keep or Path(tmp)) / f"{run.replace(':', '-')}.keras"
-            saved.parent.mkdir(parents=True, exist_ok=True)
-            result.model.save(saved)
-            size_kib = saved.stat().st_size / 1024
-        start = time.perf_counter()
-        result.model.predict(model_input(mnist.x_test), batch_size=512, verbose=0)
-        per_image_us = (time.perf_counter() - start) / len(mnist.x_test) * 1e6
-        print(
-            f"| {settings.architecture} | {settings.profile} (max {settings.epochs} epochs) "
-            f"| {result.epochs_run} | {result.model.count_params():,} | {size_kib:,.0f} KiB "
-            f"| {result.wall_seconds:.0f} s | {evaluation.accuracy:.2%} | {evaluation.loss:.4f} "
-            f"| {per_image_us:.0f} µs |",
-            flush=True,
-        )
+        for seed in map(int, args.seeds.split(",")):
+            report(run, seed, mnist, args.keep)
+
+
+def report(run: str, seed: int, mnist, keep: Path | None) -> None:
+    """Train one run, print its table row; keep the model under `keep` when given."""
+    settings = settings_for(run, seed)
+    result = train(mnist, settings, verbose=2)
+    evaluation = evaluate(result.model, mnist.x_test, mnist.y_test)
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = (keep or Path(tmp)) / f"{run.replace(':', '-')}-{seed}.keras"
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        result.model.save(saved)
+        size_kib = saved.stat().st_size / 1024
+    cpu_ms = inference_cpu_ms(result.model, model_input(mnist.x_test))
+    print(
+        f"| {settings.architecture} | {settings.profile} (max {settings.epochs} epochs) | {seed} "
+        f"| {result.epochs_run} | {result.model.count_params():,} "
+        f"| {multiply_adds(result.model) / 1e6:.1f} M | {size_kib:,.0f} KiB "
+        f"| {result.wall_seconds:.0f} s | {evaluation.accuracy:.2%} | {evaluation.loss:.4f} "
+        f"| {cpu_ms:.3f} ms |",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

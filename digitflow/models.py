@@ -59,38 +59,28 @@ def mlp512() -> keras.Model:
     )
 
 
-def augmentation() -> keras.Sequential:
-    """Small rotations, shifts and zoom, as real scans vary; active only while training."""
-    return keras.Sequential(
-        [
-            layers.RandomRotation(15 / 360, fill_mode="constant"),
-            layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
-            layers.RandomZoom(0.1, fill_mode="constant"),
-        ],
-        name="augmentation",
-    )
-
-
-def _conv_block(x, filters: int):
-    for _ in range(2):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
-        x = layers.ReLU()(x)
-    return layers.MaxPooling2D()(x)
+def _conv(x, filters: int, strides: int = 1):
+    """3x3 convolution, BatchNorm, ReLU."""
+    x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+    return layers.ReLU()(x)
 
 
 def cnn() -> keras.Model:
-    """Default: two conv-BatchNorm blocks, augmentation built in, dropout before the classifier."""
+    """Default: four conv-BatchNorm layers, two of them strided (28 -> 14 -> 7), a dense layer
+    of 128 and dropout. About 5 M multiply-adds per image: no convolution runs at full
+    resolution, and the channels double where the resolution halves."""
     inputs = keras.Input(INPUT_SHAPE)
     x = layers.Reshape((*INPUT_SHAPE, 1))(inputs)
-    x = augmentation()(x)
-    x = _conv_block(x, 32)
-    x = _conv_block(x, 64)
+    x = _conv(x, 32, strides=2)
+    x = _conv(x, 32)
+    x = _conv(x, 64, strides=2)
+    x = _conv(x, 64)
     x = layers.Flatten()(x)
     x = layers.Dense(128, use_bias=False)(x)
     x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     x = layers.ReLU()(x)
-    x = layers.Dropout(0.4)(x)
+    x = layers.Dropout(0.3)(x)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax")(x)
     return keras.Model(inputs, outputs, name="cnn")
 

@@ -19,6 +19,7 @@ class TrainConfig:
     learning_rate: float = 3e-3
     validation_size: int = 5_000
     patience: int = 3
+    augment: bool = False
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -26,10 +27,13 @@ class TrainConfig:
 
 
 PROFILES: dict[str, TrainConfig] = {
-    # Demos, `make run` and CI smoke runs: a few minutes on two CPU cores.
+    # Demos, `make run` and CI smoke runs: about 90 s on two CPU cores. Too short a run for
+    # augmentation to pay: two epochs reach 99.26% without it, 99.01% with it.
     "fast": TrainConfig(profile="fast", epochs=2),
-    # The nightly run.
-    "full": TrainConfig(profile="full", epochs=15, patience=4),
+    # The nightly run: about 15 minutes on two CPU cores. The cosine schedule's best epochs are
+    # its last, so the run never stops early (patience 5 stopped one at epoch 14 of 24, on a
+    # plateau, at 99.16%); the best epoch by validation accuracy is kept.
+    "full": TrainConfig(profile="full", epochs=18, patience=18, augment=True),
 }
 
 

@@ -74,12 +74,34 @@ class _ReportEpochs(keras.callbacks.Callback):
         )
 
 
-def _dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None) -> tf.data.Dataset:
-    """Batches of (model input, label) from uint8 images, shuffled when `seed` is given."""
+def _augmentation() -> keras.Sequential:
+    """Small rotations, shifts and zooms, as real scans vary."""
+    return keras.Sequential(
+        [
+            keras.layers.RandomRotation(15 / 360, fill_mode="constant"),
+            keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
+            keras.layers.RandomZoom(0.1, fill_mode="constant"),
+        ],
+        name="augmentation",
+    )
+
+
+def dataset(
+    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int | None, augment: bool = False
+) -> tf.data.Dataset:
+    """Batches of (model input, label) from uint8 images, shuffled when `seed` is given and
+    augmented in the input pipeline when `augment` is set (saved models carry no augmentation)."""
     ds = tf.data.Dataset.from_tensor_slices((model_input(x), y.astype(np.int32)))
     if seed is not None:
         ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size)
+    if augment:
+        augmentation = _augmentation()
+        ds = ds.map(
+            lambda images, labels: (augmentation(images[..., None], training=True)[..., 0], labels),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def _split(data: Mnist, validation_size: int, seed: int):
@@ -90,13 +112,20 @@ def _split(data: Mnist, validation_size: int, seed: int):
     return data.x_train[train], data.y_train[train], data.x_train[val], data.y_train[val]
 
 
+def _ema_momentum(steps: int) -> float:
+    """Weights are averaged over about the last 5% of the run's steps (at most 1,000): Keras'
+    average starts from the initial weights, so a short run needs a short memory."""
+    return 1 - 1 / min(1_000, max(2, steps // 20))
+
+
 def train(
     data: Mnist,
     config: TrainConfig,
     verbose: int | str = "auto",
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> TrainResult:
-    """Train `config.architecture` with warm-up + cosine learning rate and early stopping.
+    """Train `config.architecture` with warm-up + cosine learning rate, an exponential moving
+    average of the weights, early stopping, and augmentation when `config.augment` is set.
 
     `verbose` is Keras' (1: a progress bar); `on_epoch` is called after every epoch.
     """
@@ -112,21 +141,23 @@ def train(
     )
     model = build_model(config.architecture)
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
+        optimizer=keras.optimizers.Adam(schedule, use_ema=True, ema_momentum=_ema_momentum(steps)),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     callbacks = [
+        # Validate, stop early and keep the best epoch on the averaged weights.
+        keras.callbacks.SwapEMAWeights(swap_on_epoch=True),
         keras.callbacks.EarlyStopping(
             monitor="val_accuracy", patience=config.patience, restore_best_weights=True
-        )
+        ),
     ]
     if on_epoch is not None:
         callbacks.append(_ReportEpochs(config.epochs, on_epoch))
     start = time.perf_counter()
     history = model.fit(
-        _dataset(x_train, y_train, config.batch_size, config.seed),
-        validation_data=_dataset(x_val, y_val, 1024, None),
+        dataset(x_train, y_train, config.batch_size, config.seed, config.augment),
+        validation_data=dataset(x_val, y_val, 1024, None),
         epochs=config.epochs,
         shuffle=False,  # the dataset shuffles itself, seeded
         callbacks=callbacks,

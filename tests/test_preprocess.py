@@ -20,6 +20,7 @@ from digitflow.preprocess import (
     UnreadableImageError,
     to_mnist,
 )
+from digitflow.preprocess.geometry import stroke_width
 
 
 def draw_digit(kind: str) -> np.ndarray:
@@ -235,6 +236,69 @@ def test_uneven_paper_noise_and_jpeg_artefacts() -> None:
     noisy = pixels + np.random.default_rng(1).normal(0, 6, pixels.shape)
     data = encode(Image.fromarray(noisy.clip(0, 255).astype(np.uint8)), "JPEG", quality=60)
     assert corr(to_mnist(data), SEVEN) > 0.85
+
+
+def on_scanner_bed(
+    sheet: Image.Image, angle: float, bed: int, margins: tuple[int, ...]
+) -> Image.Image:
+    """`sheet` laid `angle` degrees askew on a flatbed scanner whose bed (the glass, or the
+    lid's backing) has grey level `bed`: the scan shows it in the rotated-in corners and in
+    margins (left, top, right, bottom) around the page."""
+    tilted = sheet.rotate(angle, Image.Resampling.BICUBIC, expand=True, fillcolor=bed)
+    left, top, right, bottom = margins
+    scan = Image.new("L", (tilted.width + left + right, tilted.height + top + bottom), bed)
+    scan.paste(tilted, (left, top))
+    return scan
+
+
+@pytest.mark.parametrize("bed", [0, 90, 255], ids=["black glass", "grey", "white lid"])
+@pytest.mark.parametrize("angle", [-11.0, 9.0])
+@pytest.mark.parametrize("digit", [ZERO, ONE, SEVEN], ids=["0", "1", "7"])
+def test_page_scanned_askew_on_a_scanner_bed_gives_the_upright_digit(
+    digit: np.ndarray, angle: float, bed: int
+) -> None:
+    sheet = page(digit, size=(150, 190), at=(40, 60))
+    upright = to_mnist(encode(sheet))
+    scan = on_scanner_bed(sheet, angle, bed, margins=(6, 3, 9, 4))
+    assert corr(to_mnist(encode(scan)), upright) > 0.9
+
+
+def test_page_scanned_straight_with_the_bed_along_two_sides() -> None:
+    sheet = page(SEVEN, size=(150, 190), at=(40, 60))
+    scan = on_scanner_bed(sheet, 0.0, 20, margins=(0, 0, 12, 8))  # page against the corner guide
+    assert corr(to_mnist(encode(scan)), to_mnist(encode(sheet))) > 0.95
+
+
+def test_digit_filling_its_image_is_not_taken_for_a_page_on_a_bed() -> None:
+    # Cropped to its ink, a bold 0 leaves paper only in the corners, outside a curved outline.
+    big = Image.new("L", (112, 112), 0)
+    ImageDraw.Draw(big).ellipse([(30, 14), (82, 98)], outline=255, width=24)
+    bold = np.asarray(big.resize((56, 56), Image.Resampling.BOX))
+    rows, cols = np.flatnonzero(bold.any(axis=1)), np.flatnonzero(bold.any(axis=0))
+    cropped = 235 - 0.8 * bold[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    on_page = to_mnist(encode(Image.fromarray((235 - 0.8 * bold).astype(np.uint8))))
+    assert corr(to_mnist(encode(Image.fromarray(cropped.astype(np.uint8)))), on_page) > 0.95
+
+
+def test_vignetting_is_not_taken_for_a_scanner_bed() -> None:
+    # A phone photo's corners are darker than its centre, but fade into it: no step to paper.
+    ys, xs = np.mgrid[-1:1:180j, -1:1:240j]
+    light = 240 - 50 * (xs**2 + ys**2) / 2
+    photo = page(SEVEN, size=(240, 180), at=(90, 40), paper=light)
+    assert (
+        corr(to_mnist(encode(photo)), to_mnist(encode(page(SEVEN, size=(240, 180), at=(90, 40)))))
+        > 0.95
+    )
+
+
+def test_hairline_strokes_are_widened_towards_mnists() -> None:
+    big = Image.new("L", (112, 112), 0)
+    ImageDraw.Draw(big).line([(30, 25), (86, 25), (50, 96)], fill=255, width=3, joint="curve")
+    hairline = np.asarray(big.resize((28, 28), Image.Resampling.BOX))
+    assert stroke_width(hairline / 255.0) < 1.5
+    out = to_mnist(encode(page(hairline)))
+    assert 2.0 <= stroke_width(out) <= stroke_width(SEVEN / 255.0) + 1.0
+    assert corr(out, SEVEN) > 0.85
 
 
 def test_images_of_one_size_do_not_affect_each_other() -> None:

@@ -3,7 +3,8 @@ typed PreprocessError, and none taking longer than a few seconds.
 
 Two sources: seeded byte mutations of real files in every supported format (bit flips,
 truncation, insertion, deletion, duplicated chunks, header fields, PNG chunks with valid CRCs),
-and Hypothesis-generated images of every Pillow mode and odd sizes, as images or encoded. Run
+and Hypothesis-generated images of every Pillow mode and odd sizes (pages askew on a scanner's
+bed among them), as images or encoded. Run
 with `-s` to see each test's tally: inputs, outcomes by type, and the slowest input.
 """
 
@@ -302,23 +303,26 @@ def test_mutated_files_give_a_field_or_a_typed_error() -> None:
 
 @st.composite
 def odd_images(draw: st.DrawFn) -> tuple[str, bytes | Image.Image]:
-    """An image of any mode and a small or empty size: noise, or strokes on a plain page;
-    handed over as a Pillow image or encoded in a supported format."""
+    """An image of any mode and a small or empty size: noise, strokes on a plain page, or such
+    a page turned askew on a scanner's bed of another tone; handed over as a Pillow image or
+    encoded in a supported format."""
     mode = draw(st.sampled_from(MODES))
     size = (draw(st.integers(0, 40)), draw(st.integers(0, 40)))
-    if draw(st.booleans()):
+    kind = draw(st.sampled_from(["noise", "strokes", "page on a bed"]))
+    if kind == "noise":
         length = len(Image.new(mode, size).tobytes())
         image = Image.frombytes(mode, size, draw(st.binary(min_size=length, max_size=length)))
-        kind = "noise"
     else:
         page = Image.new("L", size, draw(st.integers(0, 255)))
         pen = ImageDraw.Draw(page)
         ink, points = draw(st.integers(0, 255)), st.tuples(st.integers(-5, 45), st.integers(-5, 45))
         for stroke in draw(st.lists(st.lists(points, min_size=2, max_size=4), max_size=3)):
             pen.line(stroke, fill=ink, width=draw(st.integers(1, 6)))
+        if kind == "page on a bed":
+            angle, bed = draw(st.floats(-30, 30)), draw(st.integers(0, 255))
+            page = page.rotate(angle, Image.Resampling.BICUBIC, expand=True, fillcolor=bed)
         image = in_mode(page, mode)
-        kind = "strokes"
-    label = f"{kind} {mode} {size[0]}x{size[1]}"
+    label = f"{kind} {mode} {image.size[0]}x{image.size[1]}"
     fmt = draw(st.sampled_from(["image", "PNG", "JPEG", "GIF", "TIFF", "WEBP", "BMP"]))
     if fmt == "image":
         return label, image

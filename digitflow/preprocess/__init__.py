@@ -4,10 +4,12 @@ This is the one preprocessing step that every consumer (CLI, Beam workers, train
 on scans) shares. It depends on numpy and Pillow only, so it stays fast to import.
 
 Pipeline: decode safely -> grayscale at a bounded working size (EXIF orientation and
-transparency applied) (`decode`) -> detect ink polarity and the paper's (possibly uneven)
-tone (`paper`) -> find the digit, ignoring specks away from it (`ink`) -> do what MNIST did:
-fit the ink's bounding box into 20x20 (anti-aliased, aspect kept) and put its centre of mass
-at the centre of a 28x28 field (`geometry`).
+transparency applied) (`decode`) -> on a reduced copy: mask a scanner's bed around a page
+scanned askew and turn the page upright (`bed`), detect ink polarity and the paper's (possibly
+uneven) tone (`paper`), find the digit, ignoring specks away from it (`ink`) -> measure its ink
+at a resolution that keeps its detail -> do what MNIST did: fit the ink's bounding box into
+20x20 (anti-aliased, aspect kept) and put its centre of mass at the centre of a 28x28 field,
+widening hairline strokes (`geometry`).
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from digitflow.preprocess.errors import (
 MAX_PIXELS: int = 40_000_000
 _FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # never EPS & co: no external tools
 _WORK_SIDE = 512  # images are reduced until their long side is below 2x this
+_WORDS = {"I;16": "<u2", "I;16L": "<u2", "I;16B": ">u2", "I;16N": "=u2"}  # 16-bit modes' layout
 _ORIENTATION = ExifTags.Base.Orientation
 _EXIF_TRANSPOSE = {  # as in ImageOps.exif_transpose
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -98,18 +99,21 @@ def _gray_image(img: Image.Image) -> Image.Image:
     if img.mode.startswith("I") or img.mode == "F":
         return _high_depth_gray(img)
     if img.has_transparency_data or img.mode not in {"1", "L", "P", "RGB", "CMYK", "YCbCr"}:
-        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, img.convert("RGBA"))
+        rgba = img.convert("RGBA")  # premultiplied and palette modes become plain RGBA
+        gray = Image.new("L", img.size, 255)
+        gray.paste(rgba.convert("L"), mask=rgba.getchannel("A"))  # grey's blend = blend's grey
+        return gray
     return img.convert("L")
 
 
 def _high_depth_gray(img: Image.Image) -> Image.Image:
     """16/32-bit integer and float images, scaled from their nominal range to 8 bits."""
-    full_scale = 65535.0 if img.mode.startswith("I;16") else None
+    if img.mode in _WORDS:  # read as they are stored: converting to "F" first costs more
+        arr = pixel_array(img, np.dtype(_WORDS[img.mode])) * np.float32(255.0 / 65535.0)
+        return Image.fromarray((arr + np.float32(0.5)).astype(np.uint8))
     arr = np.nan_to_num(np.asarray(img.convert("F")), nan=0.0, posinf=0.0, neginf=0.0)
-    if full_scale is None:
-        top = float(arr.max(initial=0.0))
-        full_scale = next((s for s in (1.0, 255.0, 65535.0) if top <= s), top)
+    top = float(arr.max(initial=0.0))
+    full_scale = next((s for s in (1.0, 255.0, 65535.0) if top <= s), top)
     return Image.fromarray(np.clip(arr * (255.0 / full_scale) + 0.5, 0, 255).astype(np.uint8))
 
 
@@ -119,6 +123,6 @@ def _reduce(img: Image.Image) -> Image.Image:
     return img.reduce(factor) if factor >= 2 else img
 
 
-def pixel_array(img: Image.Image, dtype: type) -> np.ndarray:
+def pixel_array(img: Image.Image, dtype: type | np.dtype) -> np.ndarray:
     """Read-only (height, width) array of a one-band image; cheaper than np.asarray(img)."""
     return np.frombuffer(img.tobytes(), dtype).reshape(img.height, img.width)

@@ -8,10 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_FRAME_SAMPLES = 32  # the paper's tone is fitted to about this many pixels per side
+_FRAME_SAMPLES = 32  # the paper's tone is fitted to this many pixels per side of the image
 _FRAME_CACHE = 256  # frames kept for reuse: batches of scans often share one image size
-_RIDGE = 1e-6  # keeps the paper fit solvable on 1-pixel-wide images
+_RIDGE = 1e-6  # keeps the paper fit solvable when samples crowd together
 _SQRT2 = math.sqrt(2.0)
+# Terms [1, x, x^2, y, xy, y^2] placed in the 3x3 matrix T of level = [1 y y^2] T [1 x x^2]^T.
+_TERMS = np.zeros((9, 6))
+_TERMS[[0, 1, 2, 3, 4, 6], range(6)] = 1.0
 
 
 def quantile(values: np.ndarray, q: float) -> float:
@@ -48,97 +51,84 @@ def pixel_noise(line: np.ndarray, lag: int) -> float:
     return _sigma(line[lag:] - line[:-lag]) / _SQRT2
 
 
-@dataclass(frozen=True)
-class Frame:
-    """Samples of an image's outermost pixels, where the paper shows, with page coordinates.
-
-    Each pixel stands for `factor` x `factor` pixels of the full image; coordinates are pixel
-    centres on the full image, mapped to [-1, 1].
-    """
-
-    rows: np.ndarray  # the samples' row indices
-    cols: np.ndarray  # ... and column indices
-    design: np.ndarray  # (n, 6) quadratic terms at the samples
-    gram: np.ndarray  # (6, 6) design.T @ design, plus a small ridge
-    ys: np.ndarray  # every row's coordinate
-    xs: np.ndarray  # every column's coordinate
-
-
-@functools.lru_cache(maxsize=_FRAME_CACHE)
-def frame_of(shape: tuple[int, ...], factor: int, full: tuple[int, int]) -> Frame:
-    """Up to ~2 * _FRAME_SAMPLES samples per side of an image of `shape`, reduced by `factor`.
-
-    It depends on the geometry only, so it is cached; its arrays are read-only.
-    """
-    height, width = shape
-    ys, xs = axis(height, factor, full[0]), axis(width, factor, full[1])
-    across = np.arange(0, width, max(1, width // _FRAME_SAMPLES))
-    down = np.arange(0, height, max(1, height // _FRAME_SAMPLES))
-    rows, cols = _ring(across, down, height - 1, width - 1)
-    y, x = ys[rows].astype(np.float64), xs[cols].astype(np.float64)
-    design = np.empty((rows.size, 6))
-    design[:, 0] = 1.0
-    design[:, 1] = x
-    design[:, 2] = y
-    np.multiply(x, x, out=design[:, 3])
-    np.multiply(y, y, out=design[:, 4])
-    np.multiply(x, y, out=design[:, 5])
-    gram = design.T @ design + _RIDGE * np.eye(6)
-    for array in (rows, cols, design, gram, ys, xs):
-        array.flags.writeable = False
-    return Frame(rows, cols, design, gram, ys, xs)
-
-
-def _ring(
-    across: np.ndarray, down: np.ndarray, bottom: int, right: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of samples along the top row, the bottom row, the left and right columns."""
-    top_end, bottom_end, left_end = across.size, 2 * across.size, 2 * across.size + down.size
-    rows = np.empty(bottom_end + 2 * down.size, dtype=np.intp)
-    cols = np.empty_like(rows)
-    rows[:top_end], cols[:top_end] = 0, across
-    rows[top_end:bottom_end], cols[top_end:bottom_end] = bottom, across
-    rows[bottom_end:left_end], cols[bottom_end:left_end] = down, 0
-    rows[left_end:], cols[left_end:] = down, right
-    return rows, cols
-
-
-def axis(count: int, factor: int, full: int) -> np.ndarray:
-    """Centres of `count` pixels that each span `factor` of `full` pixels, mapped to [-1, 1]."""
-    return (np.arange(0.5, count) * (2.0 * factor / full) - 1.0).astype(np.float32)
-
-
 def edges(image: np.ndarray) -> np.ndarray:
     """The outermost rows and columns, end to end: a line of paper for noise estimates."""
     return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+
+
+def basis(start: int, count: int, step: int, full: int) -> np.ndarray:
+    """(count, 3) float32 powers [1, t, t^2] of the centres t of `count` pixels, each `step`
+    pixels of a line of `full` pixels from `start` on, mapped to [-1, 1]."""
+    t = np.arange(count) * (2.0 * step / full) + ((2.0 * start + step) / full - 1.0)
+    powers = np.empty((count, 3), np.float32)
+    powers[:, 0] = 1.0
+    powers[:, 1] = t
+    powers[:, 2] = t * t
+    return powers
+
+
+def projection(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """(9, n) least-squares map from n samples at page coordinates (ys, xs) to the paper's
+    quadratic surface, as the 3x3 terms that `Paper.grid` multiplies by powers of y and x."""
+    y, x = np.asarray(ys, np.float64), np.asarray(xs, np.float64)
+    design = np.stack([np.ones_like(x), x, x * x, y, x * y, y * y], axis=1)
+    solve = np.linalg.solve(design.T @ design + _RIDGE * np.eye(6), design.T)
+    return _TERMS @ solve
+
+
+def _sides(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ys, xs) of samples at `positions` (0..1) along the top, bottom, left and right sides."""
+    starts, ends = np.zeros_like(positions), np.ones_like(positions)
+    ys = np.concatenate([starts, ends, positions, positions])
+    xs = np.concatenate([positions, positions, starts, ends])
+    return ys, xs
+
+
+# The frame's samples lie at the same fractions (0..1) of every image's sides: the projection
+# from their values to the paper's surface is the same for all images.
+_FRAME_YS, _FRAME_XS = _sides((np.arange(_FRAME_SAMPLES) + 0.5) / _FRAME_SAMPLES)
+_FRAME_PROJECTION = projection(2.0 * _FRAME_YS - 1.0, 2.0 * _FRAME_XS - 1.0)
+
+
+@functools.lru_cache(maxsize=_FRAME_CACHE)
+def frame(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of _FRAME_SAMPLES pixels along each side of an image of `shape`."""
+    height, width = shape
+    rows = (_FRAME_YS * (height - 1) + 0.5).astype(np.intp)
+    cols = (_FRAME_XS * (width - 1) + 0.5).astype(np.intp)
+    for array in (rows, cols):
+        array.flags.writeable = False
+    return rows, cols
 
 
 @dataclass(frozen=True)
 class Paper:
     """The paper's level as a quadratic surface over the page.
 
-    Models gradients and vignetting from uneven lighting. Fitted robustly to the frame, and
-    clamped to the frame's own range so ink touching the edge cannot bend it into the page.
+    Models gradients and vignetting from uneven lighting. Fitted robustly to samples of the
+    paper, and clamped to their own range so ink touching them cannot bend it into the page.
     """
 
-    coef: np.ndarray
+    terms: np.ndarray  # (3, 3) float32: level = [1 y y^2] @ terms @ [1 x x^2]^T
     low: float
     high: float
 
     @classmethod
-    def fit(cls, frame: Frame, values: np.ndarray) -> Paper:
-        """Least squares on the frame's samples, outliers (ink on the frame) set to the median."""
-        median = quantile(values, 0.5)
-        deviations = np.abs(values - median)
-        inlier = deviations <= 3.0 * _mad_sigma(deviations) + 1e-3
-        clean = np.where(inlier, values, median).astype(np.float64)
-        coef = np.linalg.solve(frame.gram, frame.design.T @ clean)
-        kept = np.sort(values[inlier])
-        return cls(coef, _ranked(kept, 0.02), _ranked(kept, 0.98))
+    def fit(cls, values: np.ndarray, project: np.ndarray = _FRAME_PROJECTION) -> Paper:
+        """Least squares through `project`, outliers (ink on the samples) set to the median.
 
-    def grid(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        """Paper level (float32) on the grid of rows `ys` x columns `xs` (float32)."""
-        c0, c1, c2, c3, c4, c5 = self.coef.astype(np.float32).tolist()  # float32 values
-        level = np.add.outer(c0 + c2 * ys + c4 * ys * ys, c1 * xs + c3 * xs * xs)
-        level += (c5 * ys)[:, None] * xs
+        The default projection is the image frame's (samples where `frame` puts them).
+        """
+        ordered = np.sort(values)
+        median = _ranked(ordered, 0.5)
+        deviations = np.abs(values - median)
+        reach = 3.0 * _mad_sigma(deviations) + 1e-3
+        terms = project @ np.where(deviations <= reach, values, median)
+        first = int(np.searchsorted(ordered, median - reach, "left"))
+        kept = ordered[first : np.searchsorted(ordered, median + reach, "right")]
+        return cls(terms.reshape(3, 3).astype(np.float32), _ranked(kept, 0.02), _ranked(kept, 0.98))
+
+    def grid(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Paper level (float32) on the grid of `rows` x `cols`, each given by its `basis`."""
+        level = (rows @ self.terms) @ cols.T
         return np.clip(level, self.low, self.high, out=level)
