@@ -1,6 +1,6 @@
 """Accuracy per kind of real-world digit image: the seeds' preprocessing vs ours, same model.
 
-    .venv/bin/python benchmarks/robustness.py [--model REF] [--count 1000]
+    .venv/bin/python benchmarks/robustness.py [--model REF] [--count 1000] [--kinds TEXT]
 
 Each kind is built from MNIST test digits (never seen in training) and encoded as a real file,
 then decoded by each preprocessing. REF is a model-store reference (default `production`) or a
