@@ -72,3 +72,18 @@ def test_metrics_from_known_probabilities():
         4,
     )
     assert PredictionProfile.from_dict(profile.to_dict()) == profile
+
+
+def test_augmentation_lives_in_the_input_pipeline_not_in_the_saved_model(mnist):
+    from digitflow.train import dataset
+
+    images, labels = mnist.x_train[:64], mnist.y_train[:64]
+    plain = next(iter(dataset(images, labels, 64, seed=None)))
+    augmented = next(iter(dataset(images, labels, 64, seed=None, augment=True)))
+    assert augmented[0].shape == plain[0].shape == (64, 28, 28)
+    np.testing.assert_array_equal(augmented[1], plain[1])
+    np.testing.assert_allclose(plain[0], images / 255.0, rtol=1e-6)
+    moved = np.abs(augmented[0].numpy() - plain[0].numpy()).mean(axis=(1, 2)) > 0.01
+    assert moved.mean() > 0.9  # nearly every digit turned, shifted or zoomed
+    layer_names = [layer.name for layer in models.build_model("cnn").layers]
+    assert not any("random" in name or "augmentation" in name for name in layer_names)
