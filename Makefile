@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 # Installs exactly the locked versions (hash-checked; anything else in the venv is removed),
 # then the project itself without dependencies. uv comes from the lock too. Bytecode is compiled
 # once here: uv does not by default, and without it every process that imports TensorFlow
-# (each Beam worker, each flow run) compiles ~2,300 modules again, 8 s of CPU each time.
+# (each flow run, each test that trains) compiles ~2,300 modules again, 8 s of CPU each time.
 $(VENV)/.installed: $(LOCK) pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet "$$(grep -E '^uv==' $(LOCK) | cut -d' ' -f1)"

@@ -37,7 +37,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
 from beam_jobs.csv_rows import COLUMNS, DEFAULT_MIN_CONFIDENCE, ERROR_COLUMNS, errors_path
-from beam_jobs.direct import describe_runner, direct_defaults, is_direct, tf_threads
+from beam_jobs.direct import describe_runner, direct_defaults, inference_threads, is_direct
 from beam_jobs.drift import Drift, compare, reference_profile
 from beam_jobs.inputs import Source
 from beam_jobs.keras_handler import KerasModelHandler
@@ -165,7 +165,7 @@ def run(argv: list[str] | None = None) -> ClassifySummary:
         model.uri,
         sha256=model.sha256,
         batch_size=known.batch_size,
-        intra_op_threads=tf_threads(options),
+        threads=inference_threads(options),
     )
 
     pipeline = beam.Pipeline(options=options)

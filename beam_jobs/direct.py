@@ -2,7 +2,7 @@
 
 The mode follows the job's size: in-process for small jobs, a worker process per core for large
 ones (an explicit `--direct_running_mode` / `--direct_num_workers` always wins), and workers that
-share the cores get a share of TensorFlow's threads each. Other runners are left as they are.
+share the cores get a share of the model's threads each. Other runners are left as they are.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ def direct_defaults(options: PipelineOptions, beam_args: list[str], files: int) 
     return added
 
 
-def tf_threads(options: PipelineOptions) -> int | None:
-    """TensorFlow threads per worker when DirectRunner workers share this machine's cores."""
+def inference_threads(options: PipelineOptions) -> int | None:
+    """The model's threads per worker when DirectRunner workers share this machine's cores."""
     direct = options.view_as(DirectOptions)
     if not is_direct(options) or direct.direct_running_mode == "in_memory":
         return None

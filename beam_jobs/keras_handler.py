@@ -1,41 +1,71 @@
 """A RunInference ModelHandler for Keras 3 `.keras` files, on any file system Beam can read.
 
-Beam's own TensorFlow handler needs tensorflow_hub and Keras 2 style saved models; this one loads
-a `.keras` archive in Keras' safe mode, once per worker process, from the local file that
-`model_store.storage.fetch_file` pins it to (fetched into the model cache once per machine,
-verified against its sha256 on every load). TensorFlow is imported only when a worker loads
-the model, never when the module is imported.
+Beam's own TensorFlow handler needs tensorflow_hub and Keras 2 style saved models; this one takes
+a `.keras` archive, pinned by `model_store.storage.fetch_file` to a local file (fetched into the
+model cache once per machine, verified against its sha256 on every load), and runs it through
+LiteRT's CPU interpreter (XNNPACK), which needs 0.6x TensorFlow's CPU per image for our CNN
+(benchmarks/RESULTS.md). The LiteRT flatbuffer is converted from the verified `.keras` file once
+per machine (Keras' `export(format="litert")`, in its safe-mode load) and cached next to it as
+`<keras sha256>-<flatbuffer sha256>.tflite`, checked on every load; a worker that finds it there
+never imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import uuid
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from model_store.files import ChecksumMismatch, sha256_file
+from model_store.object_storage import model_cache
 from model_store.storage import fetch_file
 
-if TYPE_CHECKING:
-    import keras
-
 # sha256_file: how callers compute the `sha256` a handler pins its model file to.
-__all__ = ["KerasModelHandler", "ModelFileError", "sha256_file"]
+__all__ = ["KerasModelHandler", "LiteModel", "ModelFileError", "sha256_file"]
 
 
 class ModelFileError(RuntimeError):
     """The model file is missing or is not the one resolved at launch."""
 
 
-class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, "keras.Model"]):
+class LiteModel:
+    """A LiteRT model file on CPU: float32 (n, 28, 28) images in, (n, 10) probabilities out.
+
+    One interpreter per worker process, shared by its threads: calls take turns.
+    """
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+        self.input = self.interpreter.get_input_details()[0]["index"]
+        self.output = self.interpreter.get_output_details()[0]["index"]
+        self.batch_shape: tuple[int, ...] = ()
+        self.lock = threading.Lock()
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        with self.lock:
+            if images.shape != self.batch_shape:  # the interpreter's tensors are sized per batch
+                self.interpreter.resize_tensor_input(self.input, images.shape, strict=False)
+                self.interpreter.allocate_tensors()
+                self.batch_shape = images.shape
+            self.interpreter.set_tensor(self.input, images)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self.output)
+
+
+class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, LiteModel]):
     """Float32 (28, 28) images in, PredictionResult(image, 10 probabilities) out.
 
     `model_uri` is a local path or a URI (gs://, s3://, ...); `sha256`, when given, must match
     the file's content, so every worker runs exactly the model that was resolved at launch.
-    `intra_op_threads` caps TensorFlow's threads per worker (set before TensorFlow starts).
+    `threads` caps the interpreter's threads per worker (default: one per core).
     """
 
     def __init__(
@@ -44,20 +74,17 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, "keras.Model"
         *,
         sha256: str | None = None,
         batch_size: int = 256,
-        intra_op_threads: int | None = None,
+        threads: int | None = None,
     ) -> None:
+        # TensorFlow (when converting) and LiteRT log their start-up on stderr unless told not to.
         env_vars = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3")}
-        if intra_op_threads:
-            env_vars["TF_NUM_INTRAOP_THREADS"] = str(intra_op_threads)
-            env_vars["TF_NUM_INTEROP_THREADS"] = "1"
         super().__init__(min_batch_size=batch_size, max_batch_size=batch_size, env_vars=env_vars)
         self.model_uri = model_uri
         self.sha256 = sha256
+        self.threads = threads
 
-    def load_model(self) -> keras.Model:
-        """Fetch (if remote, once per machine), verify and load the model in Keras' safe mode."""
-        from digitflow.models import load_model
-
+    def load_model(self) -> LiteModel:
+        """Fetch (if remote, once per machine), verify, convert (once) and load the model."""
         try:
             path = fetch_file(self.model_uri, self.sha256)
         except FileNotFoundError:
@@ -67,16 +94,16 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, "keras.Model"
                 f"model file {self.model_uri} changed since the job started (sha256 differs); "
                 "refusing to classify with a different model"
             ) from None
-        return load_model(path)
+        return LiteModel(litert_file(path, self.sha256 or sha256_file(path)), self.threads)
 
     def run_inference(
         self,
         batch: Sequence[np.ndarray],
-        model: keras.Model,
+        model: LiteModel,
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
-        """One compiled forward pass over the stacked batch."""
-        probabilities = model.predict_on_batch(np.stack(batch))
+        """One interpreter call over the stacked batch."""
+        probabilities = model.predict(np.stack(batch))
         return [PredictionResult(x, p) for x, p in zip(batch, probabilities, strict=True)]
 
     def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
@@ -86,3 +113,26 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, "keras.Model"
     def get_metrics_namespace(self) -> str:
         """RunInference's own counters (inferences, batch latency, model load) go here."""
         return "digitflow.inference"
+
+
+def litert_file(keras_path: Path, sha256: str) -> Path:
+    """The LiteRT flatbuffer of the verified `.keras` file whose content has `sha256`.
+
+    Reused from the model cache when a copy there still matches the digest in its name;
+    otherwise converted with Keras (importing TensorFlow) and cached in one atomic replace.
+    """
+    cache = model_cache()
+    for cached in sorted(cache.glob(f"{sha256}-*.tflite")):
+        if sha256_file(cached) == cached.stem.removeprefix(f"{sha256}-"):
+            return cached
+    from digitflow.models import load_model
+
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f".{sha256}.{uuid.uuid4().hex}.tflite"  # Keras insists on the suffix
+    try:
+        load_model(keras_path).export(str(tmp), format="litert", verbose=False)
+        cached = cache / f"{sha256}-{sha256_file(tmp)}.tflite"
+        os.replace(tmp, cached)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return cached

@@ -2,11 +2,12 @@
 
     .venv/bin/python benchmarks/model_cost.py [--images 4096]
 
-Random inputs (cost does not depend on the values). Inference: `predict_on_batch` at the bulk
-job's batch size (256), as the Beam workers call it. Training: `fit` at the profiles' batch size
-(128), without and with the `full` profile's augmentation in the input pipeline. CPU time is all
-threads' together (`time.process_time`). `cnn-round1` is the first round's CNN (two blocks of two
-3x3 convolutions with max pooling), kept here as the reference. Prints a markdown table.
+Random inputs (cost does not depend on the values). Inference at the bulk job's batch size
+(256): Keras' `predict_on_batch`, and LiteRT on one thread, as the Beam workers run it.
+Training: `fit` at the profiles' batch size (128), without and with the `full` profile's
+augmentation in the input pipeline. CPU time is all threads' together (`time.process_time`).
+`cnn-round1` is the first round's CNN (two blocks of two 3x3 convolutions with max pooling), kept
+here as the reference. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import keras
 import numpy as np
 from keras import layers
-from train import BULK_BATCH, inference_cpu_ms, multiply_adds
+from train import BULK_BATCH, inference_cpu_ms, keras_cpu_ms, multiply_adds
 
 from digitflow import train as training
 from digitflow.models import BN_MOMENTUM, build_model
@@ -62,15 +63,17 @@ def main() -> None:
     pixels = np.random.default_rng(0).integers(0, 256, (args.images, 28, 28), np.uint8)
     inputs = pixels.astype(np.float32) / 255.0
     print(
-        f"| model | multiply-adds | inference CPU per image (batch {BULK_BATCH}) "
+        f"| model | multiply-adds | inference CPU per image (batch {BULK_BATCH}): Keras "
+        "| the same, LiteRT (the bulk job's runtime) "
         f"| training CPU per image (batch {TRAIN_BATCH}) | the same, augmented |"
     )
-    print("| --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- |")
     builders = {"cnn-round1": cnn_round1} | {a: lambda a=a: build_model(a) for a in ARCHITECTURES}
     for name, build in builders.items():
         model = build()
         print(
             f"| {name} | {multiply_adds(model) / 1e6:.2f} M "
+            f"| {keras_cpu_ms(model, inputs):.3f} ms "
             f"| {inference_cpu_ms(model, inputs):.3f} ms "
             f"| {training_cpu_ms(build(), pixels, augment=False):.3f} ms "
             f"| {training_cpu_ms(build(), pixels, augment=True):.3f} ms |",

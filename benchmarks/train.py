@@ -5,8 +5,8 @@
     .venv/bin/python benchmarks/train.py cnn:full --seeds 0,1
 
 Prints one markdown table row per run, ready for benchmarks/RESULTS.md. Inference is CPU time
-per image (all threads' together) at the bulk job's batch size (256), through
-`predict_on_batch` as the Beam workers call it; multiply-adds are counted from the convolution
+per image (all threads' together) at the bulk job's batch size (256), through LiteRT on one
+thread as each Beam worker runs it; multiply-adds are counted from the convolution
 and dense layers. `--seeds 0,1` trains each run once per seed.
 """
 
@@ -51,12 +51,27 @@ def multiply_adds(model: keras.Model) -> int:
 
 
 def inference_cpu_ms(model: keras.Model, images: np.ndarray) -> float:
-    """CPU milliseconds per image, batches of BULK_BATCH via `predict_on_batch`."""
+    """CPU milliseconds per image through LiteRT on one thread, as each worker of the bulk job
+    runs a model when the workers share the cores (batches of BULK_BATCH)."""
+    from beam_jobs.keras_handler import LiteModel
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "model.tflite")
+        model.export(str(path), format="litert", verbose=False)
+        return _cpu_ms_per_image(LiteModel(path, threads=1).predict, images)
+
+
+def keras_cpu_ms(model: keras.Model, images: np.ndarray) -> float:
+    """CPU milliseconds per image through Keras' `predict_on_batch`, batches of BULK_BATCH."""
+    return _cpu_ms_per_image(model.predict_on_batch, images)
+
+
+def _cpu_ms_per_image(predict, images: np.ndarray) -> float:
     batches = [images[i : i + BULK_BATCH] for i in range(0, len(images), BULK_BATCH)]
-    model.predict_on_batch(batches[0])  # build the compiled function
+    predict(batches[0])  # build the compiled function, size the tensors
     start = time.process_time()
     for batch in batches:
-        model.predict_on_batch(batch)
+        predict(batch)
     return (time.process_time() - start) / len(images) * 1e3
 
 
