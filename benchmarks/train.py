@@ -3,19 +3,23 @@
     .venv/bin/python benchmarks/train.py                # seeds' three models, cnn fast, cnn full
     .venv/bin/python benchmarks/train.py cnn:fast mlp:5 # ARCH:PROFILE, or ARCH:EPOCHS (fast)
     .venv/bin/python benchmarks/train.py cnn:full --seeds 0,1
+    .venv/bin/python benchmarks/train.py cnn:fast --seeds 0,1 --set learning_rate=0.01
 
 Prints one markdown table row per run, ready for benchmarks/RESULTS.md. Inference is CPU time
 per image (all threads' together) at the bulk job's batch size (256), through LiteRT on one
 thread as each Beam worker runs it; multiply-adds are counted from the convolution
-and dense layers. `--seeds 0,1` trains each run once per seed.
+and dense layers. `--seeds 0,1` trains each run once per seed; `--set FIELD=VALUE` changes a
+`TrainConfig` field (a lever) for every run.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import platform
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -23,7 +27,7 @@ import numpy as np
 
 from digitflow.data import load_mnist, model_input
 from digitflow.evaluate import evaluate
-from digitflow.profiles import PROFILES, train_config
+from digitflow.profiles import PROFILES, TrainConfig, train_config
 from digitflow.train import train
 
 # The seeds' three models, as the tutorials trained them (a few epochs), then ours.
@@ -31,11 +35,22 @@ DEFAULT_RUNS = ("softmax:5", "mlp:5", "mlp512:5", "cnn:fast", "cnn:full")
 BULK_BATCH = 256
 
 
-def settings_for(run: str, seed: int):
+def settings_for(run: str, seed: int, changes: dict[str, str]) -> TrainConfig:
+    """The run's training config for `seed`, with `changes` (field -> value) applied."""
     architecture, _, what = run.partition(":")
     if what in PROFILES:
-        return train_config(what, architecture=architecture, seed=seed)
-    return train_config("fast", architecture=architecture, epochs=int(what or 2), seed=seed)
+        settings = train_config(what, architecture=architecture, seed=seed)
+    else:
+        settings = train_config("fast", architecture=architecture, epochs=int(what or 2), seed=seed)
+    return replace(settings, **{field: _value(text) for field, text in changes.items()})
+
+
+def _value(text: str) -> object:
+    """A --set value as Python reads it (0.006, 18, False, None), else the text itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
 
 
 def multiply_adds(model: keras.Model) -> int:
@@ -82,11 +97,19 @@ def main() -> None:
     parser.add_argument(
         "--keep", type=Path, help="folder to keep each model in, as ARCH-WHAT-SEED.keras"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change a TrainConfig field for every run (a lever): --set learning_rate=0.006",
+    )
     args = parser.parse_args()
     mnist = load_mnist()
     print(
         f"# {platform.node()} {platform.processor() or platform.machine()}, "
         f"{time.strftime('%Y-%m-%d')}, MNIST sha256 {mnist.checksum[:12]}"
+        + "".join(f", {change}" for change in args.set)
     )
     columns = ("model", "profile", "seed", "epochs run", "parameters", "multiply-adds")
     columns += ("file size", "train wall time", "test accuracy", "test loss")
@@ -95,12 +118,12 @@ def main() -> None:
     print("| --- " * len(columns) + "|")
     for run in args.runs:
         for seed in map(int, args.seeds.split(",")):
-            report(run, seed, mnist, args.keep)
+            report(run, seed, mnist, args.keep, dict(item.split("=", 1) for item in args.set))
 
 
-def report(run: str, seed: int, mnist, keep: Path | None) -> None:
+def report(run: str, seed: int, mnist, keep: Path | None, changes: dict[str, str]) -> None:
     """Train one run, print its table row; keep the model under `keep` when given."""
-    settings = settings_for(run, seed)
+    settings = settings_for(run, seed, changes)
     result = train(mnist, settings, verbose=2)
     evaluation = evaluate(result.model, mnist.x_test, mnist.y_test)
     with tempfile.TemporaryDirectory() as tmp:

@@ -112,20 +112,15 @@ def _split(data: Mnist, validation_size: int, seed: int):
     return data.x_train[train], data.y_train[train], data.x_train[val], data.y_train[val]
 
 
-def _ema_momentum(steps: int) -> float:
-    """Weights are averaged over about the last 5% of the run's steps (at most 1,000): Keras'
-    average starts from the initial weights, so a short run needs a short memory."""
-    return 1 - 1 / min(1_000, max(2, steps // 20))
-
-
 def train(
     data: Mnist,
     config: TrainConfig,
     verbose: int | str = "auto",
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> TrainResult:
-    """Train `config.architecture` with warm-up + cosine learning rate, an exponential moving
-    average of the weights, early stopping, and augmentation when `config.augment` is set.
+    """Train `config.architecture` with warm-up + cosine learning rate, early stopping (unless
+    `config.patience` is None; the best epoch by validation accuracy is kept either way), and
+    augmentation when `config.augment` is set.
 
     `verbose` is Keras' (1: a progress bar); `on_epoch` is called after every epoch.
     """
@@ -141,15 +136,15 @@ def train(
     )
     model = build_model(config.architecture)
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule, use_ema=True, ema_momentum=_ema_momentum(steps)),
+        optimizer=keras.optimizers.Adam(schedule),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
     callbacks = [
-        # Validate, stop early and keep the best epoch on the averaged weights.
-        keras.callbacks.SwapEMAWeights(swap_on_epoch=True),
         keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", patience=config.patience, restore_best_weights=True
+            monitor="val_accuracy",
+            patience=config.epochs if config.patience is None else config.patience,
+            restore_best_weights=True,
         ),
     ]
     if on_epoch is not None:
