@@ -312,7 +312,9 @@ def test_a_new_span_trains_a_new_version_judged_on_its_holdout(mnist: Mnist, tmp
     add_span(mnist, tmp_path / "scans", "desk-scans")
     images = SpanStore().active_images()
 
-    state = run_flow(max_regression=1.0)
+    # Neither guard is under test here: the 1-epoch MLP's weakest digit on the second run
+    # varies between runs (digit 8's recall 0.17-0.26 seen, under the 0.3 floor).
+    state = run_flow(max_regression=1.0, min_digit_recall=0.0)
 
     assert state.name == "Promoted", state.message
     store = ModelStore()
