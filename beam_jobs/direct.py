@@ -28,7 +28,7 @@ def direct_defaults(options: PipelineOptions, beam_args: list[str], files: int) 
     On this project's 2-core machine (benchmarks/RESULTS.md, "Bulk classification") the
     multi-process mode was the faster at 10,000 scans (746 vs 659 images/s) and at 100,000
     (1,163 vs 773); smaller jobs were not measured. The in-process mode starts no worker processes,
-    each of which imports TensorFlow and loads the model, so it is the default for small jobs.
+    each of which starts Python and Beam and loads the model, so it is the default for small jobs.
     """
     added = []
     mode = options.view_as(DirectOptions).direct_running_mode

@@ -5,13 +5,14 @@ a `.keras` archive, pinned by `model_store.storage.fetch_file` to a local file (
 model cache once per machine, verified against its sha256 on every load), and runs it through
 LiteRT's CPU interpreter (XNNPACK), which needs 0.6x TensorFlow's CPU per image for our CNN
 (benchmarks/RESULTS.md). The LiteRT flatbuffer is converted from the verified `.keras` file once
-per machine (Keras' `export(format="litert")`, in its safe-mode load) and cached next to it as
-`<keras sha256>-<flatbuffer sha256>.tflite`, checked on every load; a worker that finds it there
-never imports TensorFlow.
+per machine (Keras' `export(format="litert")`, in its safe-mode load) and cached in the model
+cache as `<keras sha256>-<flatbuffer sha256>.tflite`, checked on every load; a worker that
+finds it there never imports TensorFlow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from model_store.files import ChecksumMismatch, sha256_file
+from model_store.files import ChecksumMismatch, sha256_file, verified_file
 from model_store.object_storage import model_cache
 from model_store.storage import fetch_file
 
@@ -123,8 +124,8 @@ def litert_file(keras_path: Path, sha256: str) -> Path:
     """
     cache = model_cache()
     for cached in sorted(cache.glob(f"{sha256}-*.tflite")):
-        if sha256_file(cached) == cached.stem.removeprefix(f"{sha256}-"):
-            return cached
+        with contextlib.suppress(FileNotFoundError, ChecksumMismatch):
+            return verified_file(cached, cached.stem.removeprefix(f"{sha256}-"))
     from digitflow.models import load_model
 
     cache.mkdir(parents=True, exist_ok=True)
