@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 UV = $(BIN)/uv pip --quiet
 
-.PHONY: install lock run test lint server browser postgres
+.PHONY: install lock run check test lint server browser postgres
 
 install: $(VENV)/.installed
 
@@ -38,8 +38,14 @@ run: install
 lint: install
 	$(BIN)/ruff check .
 
+# The fast tier, for every edit: ruff and the tests that train nothing and start no server.
+check: lint
+	$(BIN)/pytest -m "not slow"
+
+# Everything (CI runs this). Two processes, a test module each at a time, so that tests that
+# wait on servers and cron minutes overlap with those that compute; a module keeps its servers.
 test: lint browser postgres
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 # A local Prefect server with its UI at http://127.0.0.1:4200, on SQLite in ~/.prefect (the
 # same database `digitflow retrain` uses when no server is set, so those runs show too).

@@ -9,6 +9,7 @@ runs on the DirectRunner, Dataflow, Flink or Spark:
         [--model production|7|v7|PATH.keras] [--store URI] [--shards N] [--overwrite] \
         [--min_confidence 0.8] [--batch_size 256] [--progress_s 10] \
         [--drift_psi 0.25] [--drift_low_confidence_ratio 3] [--drift_min_images 100] \
+        [--max_file_mib 64] \
         [--runner ... and other Beam options]
 
 At launch, before anything runs: the model is resolved to one immutable file (a store version's
@@ -54,7 +55,8 @@ from beam_jobs.transforms import (
     WriteCsv,
 )
 from digitflow.evaluate import PredictionProfile
-from digitflow.listing import IMAGE_EXTENSIONS, Kind
+from digitflow.listing import IMAGE_EXTENSIONS, MAX_FILE_MIB, Kind
+from digitflow.terminal import worker_output_held
 from model_store import ModelStore, ResolvedModel, StoreError
 from model_store.refs import label
 
@@ -179,6 +181,7 @@ def run(argv: list[str] | None = None) -> ClassifySummary:
         shards=known.shards,
         progress_s=known.progress_s,
         drift_threshold=drift_threshold,
+        max_file_mib=known.max_file_mib,
     )
     counters = _run_cleaning_up(pipeline, known.output, known.shards)
     return ClassifySummary(
@@ -214,16 +217,17 @@ def build_pipeline(
     shards: int = 1,
     progress_s: float = PROGRESS_EVERY_S,
     drift_threshold: float | None = None,
+    max_file_mib: int = MAX_FILE_MIB,
 ) -> tuple[beam.PCollection[str], beam.PCollection[str]]:
     """The job's graph on `pipeline`: every image under `source` classified by `handler` into
     `output` (with `model_version` on each row), failures into its errors file, progress logged.
     Predictions below `drift_threshold` (default `min_confidence`) count as low-confidence for
-    the drift check.
+    the drift check; files over `max_file_mib` MiB are failures, never read.
 
     Returns the results and the errors CSV lines, as written (no header).
     """
     paths, unreadable = pipeline | "ListInput" >> ListImageFiles(source)
-    images, bad_images = paths | "Preprocess" >> PreprocessImages()
+    images, bad_images = paths | "Preprocess" >> PreprocessImages(max_file_mib)
     classify = ClassifyImages(handler, model_version, min_confidence, drift_threshold)
     results = images | "Classify" >> classify
     failures = (unreadable, bad_images) | "AllFailures" >> beam.Flatten()
@@ -263,7 +267,11 @@ def survey(source: Source) -> Counter[Kind]:
 def resolve_model(ref: str, store: str | None) -> ResolvedModel:
     """Pin `ref` (alias, version or `.keras` path) to one verified model file and its sha256."""
     try:
-        return ModelStore(store).resolve(ref)
+        model_store = ModelStore(store)
+    except StoreError as error:
+        raise ClassifyError(f"--store: {error}") from None
+    try:
+        return model_store.resolve(ref)
     except StoreError as error:
         raise ClassifyError(
             f"no model for --model {ref}: {error} (promote a version, or pass --model PATH.keras)"
@@ -303,8 +311,9 @@ def _run_cleaning_up(pipeline: beam.Pipeline, output: str, shards: int) -> dict[
     folders it created next to the output (and only those) before raising."""
     before = temp_folders(output, shards)
     try:
-        result = pipeline.run()
-        state = result.wait_until_finish()
+        with worker_output_held("beam_jobs"):
+            result = pipeline.run()
+            state = result.wait_until_finish()
         if state != PipelineState.DONE:
             raise RuntimeError(f"the job ended in state {state}")
     except BaseException:

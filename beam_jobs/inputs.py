@@ -19,7 +19,15 @@ from apache_beam.io.filesystem import CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
 
 from digitflow import objects
-from digitflow.listing import Entry, Kind, entry, is_image_name, walk
+from digitflow.listing import (
+    MAX_FILE_MIB,
+    Entry,
+    Kind,
+    check_file_size,
+    entry,
+    is_image_name,
+    walk,
+)
 
 GLOB_CHARS = re.compile(r"[*?\[]")
 
@@ -91,15 +99,17 @@ class Source:
         return True
 
 
-def read_input(path: bytes) -> bytes:
-    """The content of one listed file (a path as `os.fsencode` gives it).
+def read_input(path: bytes, max_mib: int = MAX_FILE_MIB) -> bytes:
+    """The content of one listed file (a path as `os.fsencode` gives it), of at most `max_mib`
+    MiB: a larger one is refused by its size, unread (UnreadableError, `too large: ...`).
 
     s3:// and gs:// objects are read with one request through the worker's one client
     (`digitflow.objects`): Beam's S3 file system builds a new client for every open.
     """
     name = os.fsdecode(path)
     if FileSystems.get_scheme(name) is None or objects.is_object_uri(name):
-        return objects.read_bytes(path)
+        return objects.read_bytes(path, max_mib)
+    check_file_size(FileSystems.get_filesystem(name).size(name), max_mib)
     with FileSystems.open(name, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         return handle.read()
 

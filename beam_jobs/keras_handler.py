@@ -7,28 +7,35 @@ LiteRT's CPU interpreter (XNNPACK), which needs 0.6x TensorFlow's CPU per image 
 (benchmarks/RESULTS.md). The LiteRT flatbuffer is converted from the verified `.keras` file once
 per machine (Keras' `export(format="litert")`, in its safe-mode load) and cached in the model
 cache as `<keras sha256>-<flatbuffer sha256>.tflite`, checked on every load; a worker that
-finds it there never imports TensorFlow.
+finds it there never imports TensorFlow. When the cache cannot be written (a read-only
+DIGITFLOW_HOME), each load converts into a temporary folder, removed once the interpreter has
+read it, and logs one warning.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import tempfile
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
+from digitflow.terminal import quiet_native_output
 from model_store.files import ChecksumMismatch, sha256_file, verified_file
 from model_store.object_storage import model_cache
 from model_store.storage import fetch_file
 
 # sha256_file: how callers compute the `sha256` a handler pins its model file to.
 __all__ = ["KerasModelHandler", "LiteModel", "ModelFileError", "sha256_file"]
+
+log = logging.getLogger(__name__)
 
 
 class ModelFileError(RuntimeError):
@@ -44,7 +51,10 @@ class LiteModel:
     def __init__(self, path: Path, threads: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_path=str(path), num_threads=threads or os.cpu_count())
+        with quiet_native_output():  # LiteRT's XNNPACK notice, at the first allocation
+            threads = threads or os.cpu_count()
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]["index"]
         self.output = self.interpreter.get_output_details()[0]["index"]
         self.batch_shape: tuple[int, ...] = ()
@@ -95,7 +105,8 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, LiteModel]):
                 f"model file {self.model_uri} changed since the job started (sha256 differs); "
                 "refusing to classify with a different model"
             ) from None
-        return LiteModel(litert_file(path, self.sha256 or sha256_file(path)), self.threads)
+        with litert_file(path, self.sha256 or sha256_file(path)) as flatbuffer:
+            return LiteModel(flatbuffer, self.threads)
 
     def run_inference(
         self,
@@ -116,24 +127,60 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, LiteModel]):
         return "digitflow.inference"
 
 
-def litert_file(keras_path: Path, sha256: str) -> Path:
-    """The LiteRT flatbuffer of the verified `.keras` file whose content has `sha256`.
+@contextlib.contextmanager
+def litert_file(keras_path: Path, sha256: str) -> Iterator[Path]:
+    """The LiteRT flatbuffer of the verified `.keras` file whose content has `sha256`, for the
+    block (the interpreter reads it when it is built).
 
     Reused from the model cache when a copy there still matches the digest in its name;
-    otherwise converted with Keras (importing TensorFlow) and cached in one atomic replace.
+    otherwise converted with Keras (importing TensorFlow) and cached in one atomic replace, or,
+    when the cache cannot be written, into a temporary folder removed after the block.
     """
     cache = model_cache()
+    cached = _cached(cache, sha256)
+    reason = None if cached else _unwritable(cache)
+    if reason is None:
+        yield cached or _convert(keras_path, sha256, cache)
+        return
+    log.warning(
+        "model cache %s is not writable (%s): converting the model to LiteRT for this run only, "
+        "the conversion will not be reused",
+        cache,
+        reason,
+    )
+    with tempfile.TemporaryDirectory(prefix="digitflow-litert-") as folder:
+        yield _convert(keras_path, sha256, Path(folder))
+
+
+def _cached(cache: Path, sha256: str) -> Path | None:
+    """A conversion of the `.keras` file with `sha256` in `cache` that still matches the digest
+    in its name, if there is one."""
     for cached in sorted(cache.glob(f"{sha256}-*.tflite")):
         with contextlib.suppress(FileNotFoundError, ChecksumMismatch):
             return verified_file(cached, cached.stem.removeprefix(f"{sha256}-"))
+    return None
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be created in `folder` (made if missing), or None when they can."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as error:
+        return error.strerror or type(error).__name__
+
+
+def _convert(keras_path: Path, sha256: str, folder: Path) -> Path:
+    """Convert the `.keras` file to `<sha256>-<flatbuffer sha256>.tflite` in `folder`, with Keras
+    (importing TensorFlow), in one atomic replace."""
     from digitflow.models import load_model
 
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f".{sha256}.{uuid.uuid4().hex}.tflite"  # Keras insists on the suffix
+    tmp = folder / f".{sha256}.{uuid.uuid4().hex}.tflite"  # Keras insists on the suffix
     try:
         load_model(keras_path).export(str(tmp), format="litert", verbose=False)
-        cached = cache / f"{sha256}-{sha256_file(tmp)}.tflite"
-        os.replace(tmp, cached)
+        converted = folder / f"{sha256}-{sha256_file(tmp)}.tflite"
+        os.replace(tmp, converted)
     finally:
         tmp.unlink(missing_ok=True)
-    return cached
+    return converted

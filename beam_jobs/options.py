@@ -22,6 +22,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, get_args, get_type_hints
 
 from beam_jobs.csv_rows import DEFAULT_MIN_CONFIDENCE
+from digitflow.listing import MAX_FILE_MIB
 
 STORE_HELP = "Model store (default: $DIGITFLOW_STORE or $DIGITFLOW_HOME/models)."
 
@@ -163,4 +164,7 @@ class ClassifyOptions:
     )
     drift_min_images: int = option(
         100, help="Drift: check only runs of at least N classified images.", min=1
+    )
+    max_file_mib: int = option(
+        MAX_FILE_MIB, help="Files larger than N MiB are errors, refused unread.", min=1
     )

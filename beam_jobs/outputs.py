@@ -2,8 +2,10 @@
 
 Beam's `WriteToText` deletes whatever matches its output name before it moves the new files in,
 and a failed job leaves its `beam-temp-*` folders behind. So an output is refused before anything
-runs when it is a folder, has glob characters, would be read as input, or would replace existing
-files without `--overwrite`; and a failed job removes the temp folders it created, only those.
+runs when it is a folder, has glob characters, would be read as input (symlinks resolved on both
+sides: an output written through a symlinked folder the input walk follows is read too), or
+would replace existing files without `--overwrite`; and a failed job removes the temp folders it
+created, only those.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_jobs.csv_rows import errors_path
 from beam_jobs.inputs import GLOB_CHARS, Source
+from digitflow.listing import walk
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ def refusal(output: str, shards: int, source: Source, overwrite: bool) -> str | 
     if output.endswith("/") or _is_folder(output):
         return f"--output {output} is a folder; name a file, e.g. {output.rstrip('/')}/results.csv"
     targets = [sharded_paths(output, shards), errors_path(output)]
-    if any(source.covers(target) for target in targets):
+    if any(_read_back(target, source) for target in targets):
         return f"--output {output} would be read as part of the input {source.given}"
     existing = [found.path for target in targets for found in _matches(target)]
     folder = next((path for path in existing if _is_folder(path)), None)
@@ -78,6 +81,49 @@ def remove_temp_folders(folders: Iterable[str]) -> None:
             FileSystems.delete([folder if local else FileSystems.join(folder, "")])
         except OSError as error:
             log.warning("could not remove the temp folder %s: %s", folder, error)
+
+
+def _read_back(target: str, source: Source) -> bool:
+    """Whether the input would list `target` once it is written: by its own path, or, for a
+    local input, through any folder its walk enters that is the target's nearest existing
+    folder on disk (symlinks resolved on both sides)."""
+    if source.covers(target):
+        return True
+    local = not source.remote and FileSystems.get_scheme(target) is None
+    if not local or not os.path.isdir(source.root):
+        return False
+    folder, rest = _existing_folder(os.path.abspath(target))
+    where = _key(folder)
+    listed = [os.path.join(path, rest) for path in _folders(source.root) if _key(path) == where]
+    return any(source.glob is None or source.covers(path) for path in listed)
+
+
+def _folders(root: str) -> list[str]:
+    """`root` and every folder under it that the input walk enters (symlinks followed)."""
+    entered = [root]
+
+    def enter(folder: str) -> bool:
+        entered.append(folder)
+        return True
+
+    for _ in walk(root, into=enter):
+        pass
+    return entered
+
+
+def _existing_folder(path: str) -> tuple[str, str]:
+    """The nearest existing folder above the absolute `path`, and the rest of the path from it."""
+    folder, rest = os.path.dirname(path), os.path.basename(path)
+    while not os.path.isdir(folder):
+        folder, name = os.path.split(folder)
+        rest = os.path.join(name, rest)
+    return folder, rest
+
+
+def _key(folder: str) -> tuple[int, int]:
+    """A folder's identity on disk, whatever path (through whatever symlinks) reaches it."""
+    info = os.stat(folder)
+    return info.st_dev, info.st_ino
 
 
 def _matches(pattern: str) -> list[FileMetadata]:

@@ -32,7 +32,7 @@ from apache_beam.pvalue import TaggedOutput
 from beam_jobs.csv_rows import csv_line, error_line, prediction_line
 from beam_jobs.inputs import Source, read_input
 from beam_jobs.outputs import file_prefix
-from digitflow.listing import Kind, UnreadableError, path_text
+from digitflow.listing import MAX_FILE_MIB, Kind, UnreadableError, path_text
 from digitflow.preprocess import PreprocessError, to_mnist
 
 log = logging.getLogger(__name__)
@@ -100,9 +100,12 @@ class ListImageFiles(beam.PTransform):
 class _Preprocess(beam.DoFn):
     """Read and preprocess one file; a file that is not a usable digit image is a failure."""
 
+    def __init__(self, max_file_mib: int) -> None:
+        self.max_file_mib = max_file_mib
+
     def process(self, path: bytes):
         try:
-            yield path, to_mnist(read_input(path))
+            yield path, to_mnist(read_input(path, self.max_file_mib))
         except (PreprocessError, UnreadableError) as error:
             yield TaggedOutput(FAILURES, (path, str(error)))
         except OSError as error:  # an object store's read
@@ -121,14 +124,19 @@ class PreprocessImages(beam.PTransform):
     """Path -> (images, failures): `(path, image)` and `(path, short human reason)`.
 
     Known failures (empty, unreadable, truncated, too large, blank) come from the core's
-    preprocessing; anything unexpected goes through Beam's dead-letter output instead of
-    stopping the job.
+    preprocessing, or from the file's size: one over `max_file_mib` MiB is never read. Anything
+    unexpected goes through Beam's dead-letter output instead of stopping the job.
     """
+
+    def __init__(self, max_file_mib: int = MAX_FILE_MIB) -> None:
+        super().__init__()
+        self.max_file_mib = max_file_mib
 
     def expand(
         self, paths: beam.PCollection[bytes]
     ) -> tuple[beam.PCollection[Image], beam.PCollection[Failure]]:
-        to_mnist = beam.ParDo(_Preprocess()).with_output_types(Image, failures=Failure)
+        preprocess = _Preprocess(self.max_file_mib)
+        to_mnist = beam.ParDo(preprocess).with_output_types(Image, failures=Failure)
         outputs = paths | "ToMnist" >> to_mnist.with_outputs(
             FAILURES, main="images"
         ).with_exception_handling(dead_letter_tag="unexpected")

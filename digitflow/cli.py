@@ -215,4 +215,5 @@ def main() -> None:
             entry_point.load()(app)
         except ImportError as error:  # a broken plugin must not take the core commands down
             err_console.print(f"[yellow]warning:[/] commands from {entry_point.value}: {error}")
-    app()
+    with terminal.interrupt_is_one_line():
+        app()

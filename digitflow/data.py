@@ -7,8 +7,10 @@ Whatever a source returns is checked against the SHA-256 of MNIST's decoded arra
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import io
 import logging
 import os
 import pickle
@@ -106,7 +108,10 @@ def save_npz(path: Path, arrays: Arrays) -> None:
 def _from_keras() -> Arrays:
     import keras
 
-    (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
+    # Keras prints `Downloading data from https://...` (and a progress bar) on stdout; where
+    # MNIST came from is logged once it is verified, and a failed download is reported.
+    with contextlib.redirect_stdout(io.StringIO()):
+        (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
     return x_train, y_train, x_test, y_test
 
 

@@ -9,6 +9,7 @@ followed; a folder that leads back to one of its own parents is reported as a lo
 
 Paths are `str` as the `os` module gives them (undecodable bytes as surrogates, `os.fsdecode`);
 `path_text` turns one into printable, lossless text and `path_bytes` turns that back.
+Files are read only up to a size (`MAX_FILE_MIB`), checked before a byte is read.
 Standard library only, so it stays cheap to import.
 """
 
@@ -33,6 +34,9 @@ _NON_REGULAR = (
     (stat.S_ISBLK, "block device"),
     (stat.S_ISSOCK, "socket"),
 )
+MAX_FILE_MIB = 64
+"""The largest file read, in MiB (`--max-file-mib`): far more than any scan, far less than RAM."""
+_MIB = 1 << 20
 # Non-blocking: opening a FIFO returns at once instead of waiting for a writer.
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _ESCAPE = re.compile(rb"\\(\\|x[0-9a-f]{2})")
@@ -52,7 +56,8 @@ class Entry:
 
 
 class UnreadableError(Exception):
-    """A path that cannot be read as a file; `str()` is a short reason (`unreadable: ...`)."""
+    """A path that cannot be read as a file; `str()` is a short reason (`unreadable: ...`,
+    `too large: ...`)."""
 
 
 def is_image_name(path: str) -> bool:
@@ -100,21 +105,29 @@ def entry(path: str) -> Entry:
     return _file_entry(path, info)
 
 
-def read_file(path: str | bytes) -> bytes:
-    """The content of a regular file; UnreadableError for anything else, never blocking.
+def read_file(path: str | bytes | os.PathLike[str], max_mib: int = MAX_FILE_MIB) -> bytes:
+    """The content of a regular file of at most `max_mib` MiB; UnreadableError for anything
+    else, never blocking.
 
     The file is opened non-blocking and checked after opening, so a FIFO that replaced a file
-    since it was listed is refused instead of waiting forever for a writer.
+    since it was listed is refused instead of waiting forever for a writer; its size is checked
+    then too, before anything is read.
     """
     try:
         with os.fdopen(os.open(path, _READ_FLAGS), "rb") as handle:
-            what = _non_regular(os.fstat(handle.fileno()).st_mode)
-            data = b"" if what else handle.read()
+            info = os.fstat(handle.fileno())
+            if what := _non_regular(info.st_mode):
+                raise UnreadableError(f"unreadable: not a regular file ({what})")
+            check_file_size(info.st_size, max_mib)
+            return handle.read()
     except OSError as error:
         raise UnreadableError(f"unreadable: {_why(error)}") from None
-    if what:
-        raise UnreadableError(f"unreadable: not a regular file ({what})")
-    return data
+
+
+def check_file_size(size: int, max_mib: int) -> None:
+    """UnreadableError (`too large: ...`) when `size` bytes are more than `max_mib` MiB."""
+    if size > max_mib * _MIB:
+        raise UnreadableError(f"too large: {size / _MIB:,.1f} MiB (limit {max_mib:,} MiB)")
 
 
 def path_text(path: str | bytes) -> str:

@@ -12,6 +12,7 @@ Endpoints and credentials come the standard way: for S3 the AWS credential chain
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import os
@@ -19,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Protocol
 
-from digitflow.listing import UnreadableError, read_file
+from digitflow.listing import MAX_FILE_MIB, UnreadableError, check_file_size, read_file
 
 SCHEMES = ("s3", "gs")
 _GCS_MESSAGE = re.compile(r'"message":\s*"([^"]+)"')
@@ -56,14 +57,15 @@ def is_object_uri(uri: str) -> bool:
     return bool(separator) and scheme in SCHEMES and bool(rest.partition("/")[0])
 
 
-def read_bytes(location: str | bytes) -> bytes:
+def read_bytes(location: str | bytes, max_mib: int = MAX_FILE_MIB) -> bytes:
     """The bytes of a local file (as `digitflow.listing.read_file` reads it) or of an s3:// or
-    gs:// object; UnreadableError, in one line, when it is missing or cannot be read."""
+    gs:// object, of at most `max_mib` MiB; UnreadableError, in one line, when it is missing,
+    larger or cannot be read."""
     name = os.fsdecode(location)
     if not is_object_uri(name):
-        return read_file(location)
+        return read_file(location, max_mib)
     try:
-        found = get(name)
+        found = get(name, max_mib=max_mib)
     except ObjectStoreError as error:
         raise UnreadableError(f"unreadable: {error}") from None
     if found is None:
@@ -71,9 +73,13 @@ def read_bytes(location: str | bytes) -> bytes:
     return found.data
 
 
-def get(uri: str) -> Blob | None:
-    """The object at `uri` and its version, or None if there is none."""
-    return _bucket(uri).get(*_split(uri))
+def get(uri: str, *, max_mib: int | None = None) -> Blob | None:
+    """The object at `uri` and its version, or None if there is none.
+
+    With `max_mib`, an object larger than that many MiB is refused by its size, before its
+    content is read: UnreadableError (`too large: ...`).
+    """
+    return _bucket(uri).get(*_split(uri), max_mib)
 
 
 def put(uri: str, data: bytes | BinaryIO, *, if_version: str | Precondition | None = None) -> str:
@@ -104,7 +110,7 @@ def delete(uri: str) -> None:
 
 
 class _Backend(Protocol):
-    def get(self, bucket: str, key: str) -> Blob | None: ...
+    def get(self, bucket: str, key: str, max_mib: int | None) -> Blob | None: ...
 
     def put(
         self, bucket: str, key: str, data: bytes | BinaryIO, condition: str | Precondition | None
@@ -150,10 +156,13 @@ class _S3:
         # BotoCoreError: failures before an answer (no credentials, server unreachable)
         self._error = (ClientError, BotoCoreError)
 
-    def get(self, bucket: str, key: str) -> Blob | None:
+    def get(self, bucket: str, key: str, max_mib: int | None) -> Blob | None:
         try:
             response = self._client.get_object(Bucket=bucket, Key=key)
-            return Blob(response["Body"].read(), response["ETag"])
+            with contextlib.closing(response["Body"]) as body:  # closed unread if too large
+                if max_mib is not None:
+                    check_file_size(response["ContentLength"], max_mib)
+                return Blob(body.read(), response["ETag"])
         except self._error as error:
             if _s3_code(error) in ("NoSuchKey", "404"):
                 return None
@@ -222,10 +231,13 @@ class _GCS:
             raise ObjectStoreError(f"gs://: {' '.join(str(error).split())}") from None
         self._exceptions = exceptions
 
-    def get(self, bucket: str, key: str) -> Blob | None:
+    def get(self, bucket: str, key: str, max_mib: int | None) -> Blob | None:
         blob = self._client.bucket(bucket).blob(key)
         try:
-            data = blob.download_as_bytes()
+            if max_mib is not None:  # its size first, then that very generation's content
+                blob.reload()
+                check_file_size(blob.size, max_mib)
+            data = blob.download_as_bytes(if_generation_match=blob.generation)
         except self._exceptions.NotFound as error:
             if self._missing_bucket(error):
                 raise self._failure(error, bucket, key) from None

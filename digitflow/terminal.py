@@ -1,14 +1,16 @@
-"""A quiet terminal: TensorFlow's and Beam's harmless start-up lines silenced at the source.
+"""A quiet terminal on every host: the libraries' native start-up lines captured at the source.
 
 `quiet_startup()` runs in every entry point (the CLI, the flow modules a Prefect worker imports,
 the Beam job's `__main__`) before TensorFlow or Beam are imported:
 
-- `TF_CPP_MIN_LOG_LEVEL=3` hides TensorFlow's C++ info/warning/error lines, among them the
-  alarming `failed call to cuInit ... UNKNOWN ERROR (303)` on machines without a GPU;
-- the lines TensorFlow's C++ start-up writes before that setting applies (`All log messages
-  before absl::InitializeLog()`, `Could not find cuda drivers`) are caught while `tensorflow`
-  is imported; everything else written meanwhile is passed on, and all of it if the import
-  fails;
+- `TF_CPP_MIN_LOG_LEVEL=3` hides TensorFlow's C++ log lines once its logging is set up;
+- what C++ writes to file descriptor 2 before that (absl's `All log messages before
+  absl::InitializeLog()`, the oneDNN notice on CPUs with AVX-512, `Could not find cuda drivers`,
+  `failed call to cuInit`, the CPU feature guard) is captured around `import tensorflow`, and
+  the same capture wraps other native calls that log (`quiet_native_output`, e.g. LiteRT's
+  XNNPACK notice). Which lines a host prints does not matter: every line in absl's or TFLite's
+  log format is dropped when the call succeeds, anything else is passed on, and all of it is
+  replayed when the call fails;
 - Beam's `apitools not found` and `Resource module is not available` warnings are dropped, and
   the root logger gets a stand-in handler, so Beam's `logging.warning` does not install a plain
   one (`basicConfig`) that would make Prefect keep it and drop its own log format.
@@ -20,14 +22,23 @@ import importlib.abc
 import importlib.machinery
 import logging
 import os
+import re
+import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from types import ModuleType
 
-HARMLESS_NATIVE_LINES = (
-    b"All log messages before absl::InitializeLog() is called",
-    b"Could not find cuda drivers on your machine",
+# absl/glog (`I0000 00:00:1796391676.479018 2283 port.cc:153] ...`, severities I, W and E; a
+# fatal F line is kept), absl's pre-initialisation warning, the CPU feature guard's second line,
+# and TFLite's minimal logger (`INFO: Created TensorFlow Lite XNNPACK delegate for CPU.`).
+NATIVE_LOG_LINE = re.compile(
+    rb"[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "
+    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
+    rb"|To enable the following instructions: .* rebuild TensorFlow"
+    rb"|(?:INFO|WARNING|ERROR): "
 )
 HARMLESS_WARNINGS = (
     "apitools not found",  # Beam's BigQuery client, which digitflow does not use
@@ -44,12 +55,79 @@ class _StandInHandler(logging.StreamHandler):
     class name starts with `_` and keeps (with their format) any other."""
 
 
-def _harmless_native(line: bytes) -> bool:
-    return any(text in line for text in HARMLESS_NATIVE_LINES)
+def not_native_log(output: bytes) -> bytes:
+    """`output` without the lines in a native library's log format."""
+    lines = output.splitlines(keepends=True)
+    return b"".join(line for line in lines if not NATIVE_LOG_LINE.match(line))
+
+
+@contextmanager
+def quiet_native_output() -> Iterator[None]:
+    """Capture file descriptor 2 for the block: native log lines are dropped if it succeeds,
+    everything is replayed if it raises. Other text written meanwhile is passed on after it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        failed = True
+        try:
+            yield
+            failed = False
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            output = captured.read()
+            sys.stderr.buffer.write(output if failed else not_native_log(output))
+            sys.stderr.flush()
+
+
+# Python's default log format, `INFO:beam_jobs.transforms:progress: ...`, as worker processes
+# write it once Beam configured their logging.
+WORKER_LOG_LINE = re.compile(rb"(DEBUG|INFO|WARNING|ERROR|CRITICAL):([\w.]+):(.*)")
+
+
+@contextmanager
+def worker_output_held(passed: str) -> Iterator[None]:
+    """Hold what child processes (Beam's workers, a job server) write to file descriptor 2
+    while the block runs: their log lines from loggers under `passed` (a package name) are
+    logged here at once, the rest is shown only if the block fails (not on Ctrl-C)."""
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    saved = os.dup(2)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    held: list[bytes] = []
+
+    def relay() -> None:
+        with open(read_end, "rb") as lines:
+            for line in lines:
+                found = WORKER_LOG_LINE.match(line.rstrip(b"\n"))
+                if found and found[2].decode().partition(".")[0] == passed:
+                    level, name, message = (g.decode(errors="replace") for g in found.groups())
+                    logging.getLogger(name).log(logging.getLevelName(level), "%s", message)
+                else:
+                    held.append(line)
+
+    reader = threading.Thread(target=relay, name="worker-output", daemon=True)
+    reader.start()
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = not _interrupted.is_set()
+        raise
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        reader.join(timeout=5)  # workers that outlive the block keep the pipe open
+        if failed:
+            sys.stderr.buffer.write(b"".join(held))
+            sys.stderr.flush()
 
 
 class _CapturedStderr(importlib.abc.Loader):
-    """Runs a module's import with file descriptor 2 sent to a temporary file."""
+    """Runs a module's import inside `quiet_native_output`."""
 
     def __init__(self, loader: importlib.abc.Loader) -> None:
         self.loader = loader
@@ -58,22 +136,8 @@ class _CapturedStderr(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        with tempfile.TemporaryFile() as captured:
-            os.dup2(captured.fileno(), 2)
-            failed = True
-            try:
-                self.loader.exec_module(module)
-                failed = False
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-                captured.seek(0)
-                lines = captured.read().splitlines(keepends=True)
-                kept = [ln for ln in lines if failed or not _harmless_native(ln)]
-                sys.stderr.buffer.write(b"".join(kept))
-                sys.stderr.flush()
+        with quiet_native_output():
+            self.loader.exec_module(module)
 
 
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
@@ -91,6 +155,38 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+_interrupted = threading.Event()
+
+
+def _on_interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C: from now on the libraries' logs, thread and worker tracebacks are not shown."""
+    if not _interrupted.is_set():
+        _interrupted.set()
+        logging.disable(logging.CRITICAL)
+        threading.excepthook = lambda args: None
+        sys.unraisablehook = lambda unraisable: None
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def interrupt_is_one_line() -> Iterator[None]:
+    """Ctrl-C ends the block with one line and exit status 130, after the command's own
+    clean-up (its `finally` blocks) has run, whatever the libraries made of the interrupt."""
+    terminal = sys.stderr
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_interrupt)
+    try:
+        yield
+    finally:
+        if _interrupted.is_set():
+            with open(os.devnull, "wb") as devnull:  # workers and threads still stopping
+                os.dup2(devnull.fileno(), 2)
+            terminal.write("interrupted\n")
+            terminal.flush()
+            raise SystemExit(130)  # the interrupt wins over the command's outcome
+
+
 # Prefect's console format, so digitflow's lines read like the flow's around them.
 LOG_FORMAT = "%(asctime)s.%(msecs)03d | %(levelname)-7s | %(name)s - %(message)s"
 
@@ -102,8 +198,35 @@ def log_handler() -> logging.Handler:
     return handler
 
 
+def _own_stderr() -> None:
+    """Python's `sys.stderr` on its own copy of file descriptor 2, so that capturing fd 2 around
+    native calls and worker processes never holds back Python's own lines (logs, errors)."""
+    try:
+        if sys.stderr is None or sys.stderr.fileno() != 2:
+            return  # already moved, or captured (pytest)
+    except (AttributeError, OSError, ValueError):
+        return
+    sys.stderr.flush()
+    sys.stderr = os.fdopen(
+        os.dup(2),
+        "w",
+        buffering=1,
+        encoding=sys.stderr.encoding,
+        errors="backslashreplace",
+    )
+
+
+def _not_worker_chatter(record: logging.LogRecord) -> bool:
+    """Beam relays every worker log line to the runner's logger: keep only errors."""
+    return record.levelno >= logging.ERROR or not str(record.msg).startswith("Worker:")
+
+
 def quiet_startup() -> None:
     """Silence the libraries' harmless start-up output; idempotent, cheap (imports nothing)."""
+    _own_stderr()
+    relayed = logging.getLogger("apache_beam.runners.portability.local_job_service")
+    if _not_worker_chatter not in relayed.filters:
+        relayed.addFilter(_not_worker_chatter)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # A temporary Prefect server would log an ERROR for each telemetry call it cannot make.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -2,12 +2,14 @@
 
 The keys are stable: the UI's Artifacts page keeps each key's history, one version per run.
 The builders are plain functions of the run's results and the store's records; `publish` sends
-them to Prefect.
+them to Prefect. Every string from outside the code (paths, names, reasons) goes into markdown
+through `markdown_text`, so a folder name cannot break a table or add markup.
 """
 
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,8 @@ PER_DIGIT_KEY = "retrain-per-digit"
 HISTORY_KEY = "retrain-history"
 PROGRESS_KEY = "retrain-progress"
 HISTORY_ROWS = 60  # nights shown in the history table, newest first
+# Markdown's markup characters; `_` only at the edge of a word (within one it is literal).
+_MARKUP = re.compile(r"[\\`*\[\]<>|~]|_(?![^\W_])|(?<![^\W_])_")
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,12 @@ class RunSummary:
     training: str  # one line: architecture, profile, epochs, time, cached or not
     spans: tuple[str, ...]  # the labelled spans whose train images the candidate learned from
     report_image: Path
+
+
+def markdown_text(text: str) -> str:
+    """`text` as literal markdown text, fit for a table cell: markup characters backslash-escaped
+    (so no HTML, link, code or `|` column break), line breaks as spaces."""
+    return _MARKUP.sub(lambda found: "\\" + found.group(0), re.sub(r"[\r\n]", " ", text))
 
 
 def _metrics(evaluation: Evaluation, holdout: Evaluation | None) -> dict[str, str]:
@@ -78,7 +88,7 @@ def report_markdown(summary: RunSummary) -> str:
     lines = [
         f"# Retrain: v{summary.candidate_version} {verdict}",
         "",
-        f"**Decision:** {summary.outcome}",
+        f"**Decision:** {markdown_text(summary.outcome)}",
         "",
         f"| metric | candidate v{summary.candidate_version} | production {production} |",
         "| --- | --- | --- |",
@@ -89,7 +99,8 @@ def report_markdown(summary: RunSummary) -> str:
         "| check | result | detail |",
         "| --- | --- | --- |",
         *(
-            f"| {check.name} | {'pass' if check.passed else 'FAIL'} | {check.detail} |"
+            f"| {markdown_text(check.name)} | {'pass' if check.passed else 'FAIL'} "
+            f"| {markdown_text(check.detail)} |"
             for check in summary.decision.checks
         ),
         "",
@@ -104,12 +115,13 @@ def report_markdown(summary: RunSummary) -> str:
         "",
         "## Model",
         "",
-        f"- candidate: v{summary.candidate_version} at `{summary.candidate_uri}`",
-        f"- {summary.alias} after this run: {label(after)}",
-        f"- store: `{summary.store_root}`",
-        f"- training: {summary.training}",
-        f"- trained on: MNIST + {spans_text(summary.spans)}",
-        f"- report image file: `{summary.report_image}` (on the host that ran the flow)",
+        f"- candidate: v{summary.candidate_version} at {markdown_text(summary.candidate_uri)}",
+        f"- {markdown_text(summary.alias)} after this run: {label(after)}",
+        f"- store: {markdown_text(summary.store_root)}",
+        f"- training: {markdown_text(summary.training)}",
+        f"- trained on: MNIST + {markdown_text(spans_text(summary.spans))}",
+        f"- report image file: {markdown_text(str(summary.report_image))} (on the host that ran "
+        "the flow)",
     ]
     return "\n".join(lines) + "\n"
 
@@ -191,8 +203,9 @@ def publish_unchanged(message: str) -> None:
     """The report of a run that found nothing new to train: why, in one line."""
     from prefect.artifacts import create_markdown_artifact
 
-    text = f"# Retrain: UNCHANGED\n\n**Decision:** {message}; nothing trained or registered.\n"
-    create_markdown_artifact(text, key=REPORT_KEY, description=message)
+    decision = markdown_text(message)
+    text = f"# Retrain: UNCHANGED\n\n**Decision:** {decision}; nothing trained or registered.\n"
+    create_markdown_artifact(text, key=REPORT_KEY, description=decision)
 
 
 def publish(summary: RunSummary, history: list[dict]) -> None:
@@ -203,7 +216,7 @@ def publish(summary: RunSummary, history: list[dict]) -> None:
     create_markdown_artifact(
         report_markdown(summary),
         key=REPORT_KEY,
-        description=f"Candidate {version}: {summary.outcome}",
+        description=f"Candidate {version}: {markdown_text(summary.outcome)}",
     )
     create_table_artifact(
         per_digit_rows(summary.candidate, summary.production, summary.candidate_holdout),
@@ -214,5 +227,6 @@ def publish(summary: RunSummary, history: list[dict]) -> None:
     create_table_artifact(
         history,
         key=HISTORY_KEY,
-        description=f"Every retrained version, newest first, and where {summary.alias} went",
+        description="Every retrained version, newest first, and where "
+        f"{markdown_text(summary.alias)} went",
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-import re
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -23,11 +22,11 @@ from prefect.states import Completed, State
 
 from beam_jobs.classify import ClassifySummary, job_args, run
 from beam_jobs.options import ClassifyOptions
+from flows.artifacts import markdown_text
 from flows.options import flat
 
 SUMMARY_KEY = "classify-folder-summary"
 FIRST_ERRORS = 20
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*\[\]<>|~])")  # not `_`: literal within words
 
 
 def first_errors(errors_csv: str, limit: int = FIRST_ERRORS) -> list[tuple[str, str]]:
@@ -39,11 +38,14 @@ def first_errors(errors_csv: str, limit: int = FIRST_ERRORS) -> list[tuple[str, 
 
 
 def summary_markdown(summary: ClassifySummary, errors: list[tuple[str, str]]) -> str:
-    """The artifact: counts, speed, the model, drift, where the CSV files are, the first errors."""
+    """The artifact: counts, speed, the model, drift, where the CSV files are, the first errors.
+
+    Paths, names and reasons are escaped (`markdown_text`): one table cell each, no markup.
+    """
     rows = [
-        ("input", f"`{summary.input}`"),
-        ("model", f"{summary.model_version} (`{summary.model_uri}`)"),
-        ("drift", _cell(summary.drift.line())),
+        ("input", markdown_text(summary.input)),
+        ("model", f"{markdown_text(summary.model_version)} ({markdown_text(summary.model_uri)})"),
+        ("drift", markdown_text(summary.drift.line())),
         ("files matched", f"{summary.matched:,}"),
         ("images", f"{summary.images:,}"),
         ("classified", f"{summary.classified:,} ({summary.low_confidence:,} low confidence)"),
@@ -51,15 +53,17 @@ def summary_markdown(summary: ClassifySummary, errors: list[tuple[str, str]]) ->
         ("ignored (not images)", f"{summary.ignored:,}"),
         ("elapsed", f"{summary.elapsed_s:.1f} s"),
         ("images/s", f"{summary.images_per_s:,.0f}"),
-        ("results", f"`{summary.results}`"),
-        ("errors file", f"`{summary.errors}`"),
+        ("results", markdown_text(summary.results)),
+        ("errors file", markdown_text(summary.errors)),
     ]
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     title = f"# Bulk classification: {summary.classified:,} of {summary.images:,} images"
     markdown = f"{title}\n\n| | |\n| --- | --- |\n{table}\n"
     if errors:
         shown = f"first {len(errors)} of {summary.failed:,}"
-        lines = "\n".join(f"| {_cell(path)} | {_cell(reason)} |" for path, reason in errors)
+        lines = "\n".join(
+            f"| {markdown_text(path)} | {markdown_text(reason)} |" for path, reason in errors
+        )
         markdown += f"\n## Errors ({shown})\n\n| file | reason |\n| --- | --- |\n{lines}\n"
     return markdown
 
@@ -72,11 +76,6 @@ def final_state(summary: ClassifySummary) -> State:
         f"{summary.failed:,} errors (in {summary.errors})"
     )
     return Completed(name=name, message=message, data=summary)
-
-
-def _cell(text: str) -> str:
-    """Text for one markdown table cell: markup characters escaped, line breaks as spaces."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", re.sub(r"[\r\n]", " ", text))
 
 
 @task(name="run-pipeline", cache_policy=NO_CACHE)

@@ -12,11 +12,13 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from flows.options import RetrainOptions, flat
 from flows.schedule import DEPLOYMENT_NAME, NIGHTLY_CRON, NIGHTLY_TIMEZONE
 
 PROMOTED, UNCHANGED, FAILED, REJECTED = 0, 0, 1, 3
+BAD_ARGUMENT = 2  # as click's usage errors
 
 err_console = Console(stderr=True)
 
@@ -100,6 +102,8 @@ def schedule_command(
     Needs a Prefect server (PREFECT_API_URL), where the schedule and its runs show in the UI.
     """
     _check(options)
+    if notify_url:
+        _check_alert(notify_url, name)
     from flows.schedule import nightly_deployment, nightly_schedule
 
     try:
@@ -126,13 +130,28 @@ def alerts_command(
 
     Creates (or updates) a Prefect automation and its webhook block on the server in
     PREFECT_API_URL; for deployments made with `prefect deploy` (`digitflow schedule
-    --notify-url URL` does the same for served ones).
+    --notify-url URL` does the same for served ones). URL must be http(s); it is kept in the
+    block's secret field and only its scheme and host are shown.
     """
+    origin = _check_alert(url, name)
     _require_server("an alert")
     from flows.alerts import ensure_alerts
 
     automation = ensure_alerts(url, name)
-    typer.echo(f"automation {automation.name!r} posts to {url}")
+    typer.echo(f"automation {automation.name!r} posts to {origin} (URL kept as a secret)")
+
+
+def _check_alert(url: str, name: str) -> str:
+    """The webhook's `scheme://host`; a one-line error, before anything is saved, for a URL
+    or deployment name that cannot work."""
+    from flows.alerts import check_deployment_name, webhook_origin
+
+    try:
+        check_deployment_name(name)
+        return webhook_origin(url)
+    except ValueError as error:
+        err_console.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(BAD_ARGUMENT) from None
 
 
 def _require_server(what: str) -> None:

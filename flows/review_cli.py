@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from beam_jobs.csv_rows import DEFAULT_MIN_CONFIDENCE
+from digitflow.listing import MAX_FILE_MIB
+from model_store.cli import MaxFileOption
 
 console = Console(soft_wrap=True, highlight=False)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -32,22 +34,32 @@ def review_command(
             help="A bulk run's results CSV (local or gs:// s3://); give every shard of a run.",
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="A new or empty folder to write into.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="A new or empty folder to write into, outside the scans' folder."
+        ),
+    ],
     below: Annotated[
         float, typer.Option(help="Review rows with a confidence below this.", min=0.0, max=1.0)
     ] = DEFAULT_MIN_CONFIDENCE,
-    limit: Annotated[int, typer.Option(help="At most N rows, the least confident.", min=1)] = 200,
+    limit: Annotated[
+        int, typer.Option(help="At most N rows, the least confident (1,000 at most).")
+    ] = 200,
     all_rows: Annotated[
         bool, typer.Option("--all", help="Every row, whatever its confidence.")
     ] = False,
+    max_file_mib: MaxFileOption = MAX_FILE_MIB,
 ) -> None:
     """Lay out a bulk run's least confident rows for a person to label.
 
-    OUT/contact-sheet.png: each scan as the model saw it and as scanned, row, digit, confidence.
+    OUT/contact-sheet-1.png, -2.png...: 120 tiles each: each scan as the model saw it and as
+    scanned, row, digit, confidence.
 
-    OUT/index.html: the same tiles on one static page.
+    OUT/index.html: the sheets on one static page, with every row's full path.
 
-    OUT/labels.csv: path,label prefilled with the predictions, in the sheet's order.
+    OUT/labels.csv: path,label prefilled with the predictions, in the sheets' order (blank
+    where the results give no valid digit and confidence).
 
     Correct the labels, then: digitflow data add OUT/labels.csv
     """
@@ -55,7 +67,7 @@ def review_command(
 
     threshold = None if all_rows else below
     try:
-        written = review(results, out, threshold, limit)
+        written = review(results, out, threshold, limit, max_file_mib)
     except ReviewError as error:
         err_console.print(f"[red]error:[/] {escape(str(error))}")
         raise typer.Exit(1) from None
@@ -64,9 +76,14 @@ def review_command(
         console.print(f"no {which} in {', '.join(results)}: nothing written", markup=False)
         return
     unreadable = f"; {written.unreadable:,} scans could not be read" if written.unreadable else ""
+    unlabelled = (
+        f"; {written.unlabelled:,} rows left unlabelled (no valid digit and confidence)"
+        if written.unlabelled
+        else ""
+    )
     console.print(
         f"wrote {written.rows:,} of {written.matching:,} {which}, lowest confidence first"
-        f"{unreadable}:",
+        f"{unreadable}{unlabelled}:",
         markup=False,
     )
     for path in written.files:

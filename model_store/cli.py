@@ -37,6 +37,12 @@ StoreOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+MaxFileOption = Annotated[
+    int,
+    typer.Option(
+        "--max-file-mib", metavar="N", min=1, help="Refuse files over N MiB without reading them."
+    ),
+]
 AliasOption = Annotated[str, typer.Option("--alias", help="The alias to change.")]
 ReasonOption = Annotated[
     str | None, typer.Option("--reason", help="Why; recorded in the history.", show_default=False)

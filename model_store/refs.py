@@ -6,8 +6,9 @@ import re
 
 from model_store.errors import InvalidReference
 
-_VERSION = re.compile(r"v?([1-9][0-9]{0,8})")
-_VERSION_LIKE = re.compile(r"v?[0-9]+")
+_VERSION_LIKE = re.compile(r"v?([0-9]+)")
+MAX_VERSION = 999_999_999
+"""The highest version number a reference can name: nine digits."""
 _ALIAS = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 RESERVED_ALIASES = frozenset({"none", "any"})
 """Words the CLI and the API give a meaning (`--expected none`, `ANY`): never alias names."""
@@ -29,17 +30,30 @@ def parse_ref(ref: str | int) -> int | str:
     if isinstance(ref, bool) or not isinstance(ref, int | str):
         raise InvalidReference(f"invalid reference {ref!r}: expected a version number or an alias")
     if isinstance(ref, int):
-        if ref < 1:
-            raise InvalidReference(f"invalid version {ref}: versions are numbered from 1")
-        return ref
-    if match := _VERSION.fullmatch(ref):
-        return int(match.group(1))
+        return _version(ref, label(ref))
+    if match := _VERSION_LIKE.fullmatch(ref):
+        digits = match.group(1).lstrip("0") or "0"
+        too_long = len(digits) > len(str(MAX_VERSION))  # and maybe too long for int()
+        return _version(MAX_VERSION + 1 if too_long else int(digits), ref)
     problem = _alias_problem(ref)
     if problem is None:
         return ref
     raise InvalidReference(
         f"invalid reference {ref!r}: expected a version (7 or v7) or an alias name ({problem})"
     )
+
+
+def is_version(value: object) -> bool:
+    """True for a version number as records hold it: an int (not a bool) from 1."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _version(number: int, written: str) -> int:
+    """`number` if a version can have it, else InvalidReference saying plainly there is none."""
+    if 1 <= number <= MAX_VERSION:
+        return number
+    why = "versions are numbered from 1" if number < 1 else f"versions stop at {MAX_VERSION:,}"
+    raise InvalidReference(f"version {written} does not exist: {why}")
 
 
 def check_alias(name: str) -> None:

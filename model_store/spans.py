@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from digitflow import objects
-from digitflow.listing import UnreadableError, path_bytes
+from digitflow.labels import parse_digit
+from digitflow.listing import MAX_FILE_MIB, UnreadableError, path_bytes, read_file
 from digitflow.preprocess import PreprocessError, to_mnist
 from model_store.errors import StoreError
 from model_store.files import ChecksumMismatch, WriteConflict, is_uri, sha256_file
@@ -122,17 +123,22 @@ class SpanStore:
         self._storage = open_storage(os.fspath(root) if root is not None else default_root())
         self.root = self._storage.root
 
-    def add(self, labels_csv: Path, name: str | None = None) -> AddResult:
-        """Store the usable rows of `labels_csv` as a new span; the others become problems."""
+    def add(
+        self, labels_csv: Path, name: str | None = None, max_file_mib: int = MAX_FILE_MIB
+    ) -> AddResult:
+        """Store the usable rows of `labels_csv` as a new span; the others become problems.
+
+        No file over `max_file_mib` MiB is read: its row is a problem (LABELS.csv: StoreError).
+        """
         labels_csv = Path(labels_csv)
         created = datetime.now(UTC).replace(microsecond=0)
         name = _default_name(labels_csv, created) if name is None else name
         check_name(name)
-        source = _read_source(labels_csv)
+        source = _read_source(labels_csv, max_file_mib)
         if self._span(name) is not None:  # fail fast; `publish` settles a race
             raise StoreError(f"span {name} exists")
         rows = _rows(source, labels_csv)
-        images, problems = _collect(rows, labels_csv.absolute().parent)
+        images, problems = _collect(rows, labels_csv.absolute().parent, max_file_mib)
         if not images:
             return AddResult(None, problems)
         source_sha256 = hashlib.sha256(source).hexdigest()
@@ -252,11 +258,13 @@ def _default_name(labels_csv: Path, now: datetime) -> str:
     return f"{stem}-{now:%Y%m%d-%H%M%S}"
 
 
-def _read_source(labels_csv: Path) -> bytes:
+def _read_source(labels_csv: Path, max_mib: int) -> bytes:
+    """LABELS.csv's bytes; StoreError for anything but a regular file of at most `max_mib` MiB
+    (a FIFO is refused at once, never waited on)."""
     try:
-        return labels_csv.read_bytes()
-    except OSError as error:
-        raise StoreError(f"cannot read {labels_csv}: {error.strerror or error}") from None
+        return read_file(labels_csv, max_mib)
+    except UnreadableError as error:
+        raise StoreError(f"{labels_csv}: {error}") from None
 
 
 def _rows(source: bytes, labels_csv: Path) -> list[tuple[int, str, str]]:
@@ -277,7 +285,9 @@ def _rows(source: bytes, labels_csv: Path) -> list[tuple[int, str, str]]:
     return rows
 
 
-def _collect(rows: list[tuple[int, str, str]], folder: Path) -> tuple[list[_Image], list[str]]:
+def _collect(
+    rows: list[tuple[int, str, str]], folder: Path, max_mib: int
+) -> tuple[list[_Image], list[str]]:
     """The images of the usable rows, and a problem line for each other row."""
     images, problems = [], []
     paths: dict[str | bytes, int] = {}
@@ -286,7 +296,7 @@ def _collect(rows: list[tuple[int, str, str]], folder: Path) -> tuple[list[_Imag
         try:
             location = _location(path, folder)
             _claim(paths, location, number, "same path as")
-            image = _image(location, label)
+            image = _image(location, label, max_mib)
             _claim(contents, image.sha256, number, "same image as")
             images.append(image)
         except _BadRow as bad:
@@ -312,9 +322,9 @@ def _location(path: str, folder: Path) -> str | bytes:
     return os.path.normpath(os.path.join(os.fsencode(folder), path_bytes(path)))
 
 
-def _image(location: str | bytes, label: str) -> _Image:
+def _image(location: str | bytes, label: str, max_mib: int) -> _Image:
     digit = _label(label)
-    data = _read(location)
+    data = _read(location, max_mib)
     try:
         pixels = to_mnist(data)
     except PreprocessError as error:
@@ -323,19 +333,16 @@ def _image(location: str | bytes, label: str) -> _Image:
 
 
 def _label(text: str) -> int:
-    try:
-        digit = int(text)
-    except ValueError:
-        digit = -1
-    if not 0 <= digit <= 9:
+    digit = parse_digit(text)
+    if digit is None:
         raise _BadRow(f"bad label {text!r}: must be a digit 0-9")
     return digit
 
 
-def _read(location: str | bytes) -> bytes:
-    """The file's bytes; _BadRow when it is missing or cannot be read."""
+def _read(location: str | bytes, max_mib: int) -> bytes:
+    """The file's bytes; _BadRow when it is missing, too large or cannot be read."""
     try:
-        return objects.read_bytes(location)
+        return objects.read_bytes(location, max_mib)
     except UnreadableError as error:
         raise _BadRow(str(error)) from None
 

@@ -14,7 +14,16 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from digitflow.cli import data_app
-from model_store.cli import JsonOption, StoreOption, _echo_json, _errors, _warn, _when
+from digitflow.listing import MAX_FILE_MIB
+from model_store.cli import (
+    JsonOption,
+    MaxFileOption,
+    StoreOption,
+    _echo_json,
+    _errors,
+    _warn,
+    _when,
+)
 from model_store.errors import StoreError
 from model_store.metadata import default_actor
 
@@ -48,12 +57,13 @@ def add(
     ] = None,
     store: StoreOption = None,
     json_output: JsonOption = False,
+    max_file_mib: MaxFileOption = MAX_FILE_MIB,
 ) -> None:
     """Store LABELS.csv's images as a new labelled span; bad rows are reported and left out."""
     from model_store.spans import SpanStore
 
     with _errors():
-        result = SpanStore(store).add(labels_csv, name)
+        result = SpanStore(store).add(labels_csv, name, max_file_mib)
         _warn(result.problems)
         if result.span is None:
             raise StoreError(

@@ -125,11 +125,14 @@ class LocalStorage:
     with the token, writes a temporary file, fsyncs it and `os.replace`s it over the old one
     (atomic on POSIX). A version's number is claimed with `mkdir` (which fails if another
     writer made it first); its files are then renamed in from `.staging/`, the marker last.
+    A root that exists and is not a directory is refused when the storage is opened.
     """
 
     def __init__(self, root: Path) -> None:
         self._root = root.absolute()
         self.root = str(self._root)
+        if self._root.exists() and not self._root.is_dir():
+            raise self._not_a_directory()
 
     def uri(self, name: str) -> str:
         return str(self._root / name)
@@ -184,7 +187,7 @@ class LocalStorage:
             probe.touch(exist_ok=False)
             probe.unlink()
         except FileExistsError:
-            raise StoreError(f"store root {self.root} is not a directory") from None
+            raise self._not_a_directory() from None
         except OSError as error:
             reason = error.strerror or type(error).__name__
             raise StoreError(f"store root {self.root} is not writable ({reason})") from None
@@ -193,6 +196,9 @@ class LocalStorage:
         data = self._read(HISTORY_FILE)
         text = "" if data is None else data.decode(errors="replace")
         return [line for line in text.split("\n") if line.strip()]
+
+    def _not_a_directory(self) -> StoreError:
+        return StoreError(f"store root {self.root} is not a directory")
 
     def _read(self, name: str) -> bytes | None:
         try:

@@ -45,7 +45,7 @@ from model_store.records import (
     ResolvedModel,
     VersionListing,
 )
-from model_store.refs import check_alias, label, parse_ref
+from model_store.refs import check_alias, is_version, label, parse_ref
 from model_store.storage import Storage, open_storage
 from model_store.validation import validate
 
@@ -464,7 +464,7 @@ def _metadata_problem(number: int, data: Any) -> str | None:
     """Why `data` is not valid metadata for version `number`, or None."""
     if not isinstance(data, dict):
         return "not a JSON object"
-    if data.get("version") != number:
+    if not is_version(data.get("version")) or data["version"] != number:
         return f"it records version {data.get('version')!r}"
     if not isinstance(data.get("model_sha256"), str):
         return "model_sha256 is missing"
@@ -479,9 +479,9 @@ def _valid_alias_table(table: Any) -> bool:
     def valid(entry: Any) -> bool:
         return (
             isinstance(entry, dict)
-            and isinstance(entry.get("version"), int)
+            and is_version(entry.get("version"))
             and isinstance(entry.get("previous"), list)
-            and all(isinstance(v, int) for v in entry["previous"])
+            and all(is_version(v) for v in entry["previous"])
         )
 
     return isinstance(table, dict) and all(valid(entry) for entry in table.values())

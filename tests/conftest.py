@@ -15,6 +15,15 @@ from digitflow import config
 from digitflow.data import Mnist, load_mnist
 
 REAL_DATA_DIR = config.data_dir()  # resolved before any test changes $DIGITFLOW_HOME
+# A test that uses one of these trains a model or starts a server: it is `slow`, left out of
+# `make check` (the `slow` marker also marks such tests by hand).
+SLOW_FIXTURES = {"trained_model_path", "prefect_api", "object_servers"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

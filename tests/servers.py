@@ -22,9 +22,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 BIN = Path(sys.executable).parent
 BOOT = Path(__file__).resolve().parents[1] / "infra" / "beam_worker_boot.py"
 START_TIMEOUT_S = 90
+# Where a store under test lives: a local folder, or a bucket on a server (`slow`: it starts one).
+STORE_KINDS = [
+    "local",
+    pytest.param("s3", marks=pytest.mark.slow),
+    pytest.param("gs", marks=pytest.mark.slow),
+]
 
 
 @dataclass(frozen=True)

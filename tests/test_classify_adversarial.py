@@ -26,7 +26,15 @@ from typer.testing import CliRunner
 from beam_jobs.inputs import Source
 from digitflow import config
 from digitflow.cli import app as core_app
-from digitflow.listing import Kind, UnreadableError, path_bytes, path_text, read_file, walk
+from digitflow.listing import (
+    MAX_FILE_MIB,
+    Kind,
+    UnreadableError,
+    path_bytes,
+    path_text,
+    read_file,
+    walk,
+)
 from digitflow.scans import render_scan, write_scans
 from flows.classify_cli import register
 
@@ -253,6 +261,31 @@ def test_an_unsafe_output_is_refused_before_anything_runs(
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.parametrize(
+    ("given", "output"),
+    [
+        ("scans", "scans/linked/r.csv"),  # into the input, through its symlinked sub-folder
+        ("scans", "elsewhere/new/r.csv"),  # where that sub-folder leads: walked as scans/linked
+        ("scans/**", "via/r.csv"),  # a symlink to the input folder, under a glob input
+    ],
+)
+def test_an_output_the_input_reaches_through_a_symlink_is_refused(
+    given, output, model_file, mnist, tmp_path
+):
+    write_scans(mnist.x_test[:3], mnist.y_test[:3], tmp_path / "scans", seed=1)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "scans" / "linked").symlink_to("../elsewhere", target_is_directory=True)
+    (tmp_path / "via").symlink_to("scans", target_is_directory=True)
+    before = snapshot(tmp_path)
+
+    done = classify(tmp_path / given, "-o", tmp_path / output, "--model", model_file, IN_PROCESS)
+
+    assert done.exit_code == 1
+    assert done.stderr.startswith(f"error: --output {tmp_path / output} would be read as part")
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert snapshot(tmp_path) == before
+
+
 def test_overwrite_replaces_only_the_results_and_errors_files(model_file, mnist, tmp_path):
     write_scans(mnist.x_test[:3], mnist.y_test[:3], tmp_path / "scans", seed=1)
     out = tmp_path / "out"
@@ -348,3 +381,45 @@ def test_a_glob_reports_unreadable_entries_only_where_it_looks(tmp_path):
     assert deep == [
         str(tmp_path / name) for name in ("gone.png", "loop", "sub/gone.png", "sub/x.png")
     ]
+
+
+def sparse_file(path: Path, size: int) -> Path:
+    """A file of `size` bytes on paper that takes no room on disk."""
+    with path.open("wb") as handle:
+        handle.truncate(size)
+    return path
+
+
+def test_a_file_over_the_size_limit_is_an_error_row_never_read(model_file, mnist, tmp_path):
+    write_scans(mnist.x_test[:2], mnist.y_test[:2], tmp_path / "scans", seed=1)
+    huge = sparse_file(tmp_path / "scans" / "huge.png", 2 << 20)
+    out = tmp_path / "out" / "r.csv"
+
+    done = classify(
+        tmp_path / "scans", "-o", out, "--model", model_file, "--max-file-mib", "1", IN_PROCESS
+    )
+
+    assert done.exit_code == 0, done.output
+    assert len(read_rows(out)) == 2
+    assert read_rows(tmp_path / "out" / "r.errors.csv") == [
+        {"path": str(huge), "error": "too large: 2.0 MiB (limit 1 MiB)"}
+    ]
+
+
+def test_reading_a_huge_sparse_file_is_refused_by_its_size(tmp_path):
+    huge = sparse_file(tmp_path / "huge.png", 3 << 30)  # 3 GiB: read, it would take 3 GB
+
+    with pytest.raises(UnreadableError, match=r"^too large: 3,072\.0 MiB \(limit 64 MiB\)$"):
+        read_file(str(huge), max_mib=MAX_FILE_MIB)
+
+
+def test_a_store_that_is_a_file_is_refused_before_the_job_starts(mnist, tmp_path):
+    write_scans(mnist.x_test[:2], mnist.y_test[:2], tmp_path / "scans", seed=1)
+    not_a_store = tmp_path / "store.txt"
+    not_a_store.write_text("not a store\n")
+
+    done = classify(tmp_path / "scans", "-o", tmp_path / "out" / "r.csv", "--store", not_a_store)
+
+    assert done.exit_code == 1
+    assert done.stderr.strip() == f"error: --store: store root {not_a_store} is not a directory"
+    assert not (tmp_path / "out").exists()

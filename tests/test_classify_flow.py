@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from markdown_it import MarkdownIt
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.client.schemas.objects import StateType
@@ -16,6 +17,7 @@ from beam_jobs.classify import ClassifySummary
 from beam_jobs.drift import NO_REFERENCE, Drift
 from digitflow.evaluate import PredictionProfile
 from digitflow.scans import write_scans
+from flows.artifacts import markdown_text
 from flows.classify_cli import register
 from flows.classify_folder import SUMMARY_KEY, classify_folder, summary_markdown
 
@@ -59,10 +61,11 @@ def test_flow_classifies_and_publishes_its_summary(trained_model_path, scans, tm
         (artifact,) = client.read_artifacts(artifact_filter=run_filter)
     assert artifact.key == SUMMARY_KEY
     assert "# Bulk classification: 12 of 13 images" in artifact.data
-    assert f"| model | {summary.model_version} (`{trained_model_path}`) |" in artifact.data
+    model = markdown_text(str(trained_model_path))
+    assert f"| model | {summary.model_version} ({model}) |" in artifact.data
     assert f"| drift | {NO_REFERENCE} |" in artifact.data  # a .keras file has no reference
     assert "## Errors (first 1 of 1)" in artifact.data
-    assert f"| {scans / 'empty.png'} | empty file |" in artifact.data
+    assert f"| {markdown_text(str(scans / 'empty.png'))} | empty file |" in artifact.data
 
 
 def test_flow_without_bad_files_ends_plainly_completed(trained_model_path, mnist, tmp_path):
@@ -95,6 +98,52 @@ def test_artifact_shows_awkward_error_paths_as_plain_table_cells():
     )
 
 
+def table_rows(markdown: str) -> list[list[str]]:
+    """Every table row as rendered by CommonMark with GFM tables: its cells' text.
+
+    Fails on any raw HTML in the markdown."""
+    rows: list[list[str]] = []
+    row: list[str] | None = None
+    for token in MarkdownIt("commonmark").enable("table").parse(markdown):
+        children = token.children or []
+        assert token.type != "html_block" and not [c for c in children if c.type == "html_inline"]
+        if token.type == "tr_open":
+            row = []
+        elif token.type == "tr_close":
+            rows.append(row)
+            row = None
+        elif token.type == "inline" and row is not None:
+            row.append("".join(child.content for child in children))
+    return rows
+
+
+@pytest.mark.slow
+def test_summary_shows_hostile_paths_as_plain_text_in_their_cells(model_file, mnist, tmp_path):
+    hostile = tmp_path / "scans `x` | <img src=x onerror=alert(1)> _a_\nnext"
+    source, output = hostile / "in", hostile / "results.csv"
+    write_scans(mnist.x_test[:2], mnist.y_test[:2], source, seed=2)
+    (source / "empty.png").write_bytes(b"")
+
+    state = classify_folder(
+        str(source), str(output), model=str(model_file), beam_args=[IN_PROCESS], return_state=True
+    )
+
+    run_filter = ArtifactFilter(
+        flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])
+    )
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(artifact_filter=run_filter)
+    rows = table_rows(artifact.data)
+    assert {len(row) for row in rows} == {2}  # no row lost or gained a column
+    cells = dict(row for row in rows if row[0] in ("input", "results", "errors file"))
+    assert cells == {
+        "input": str(source).replace("\n", " "),
+        "results": str(output).replace("\n", " "),
+        "errors file": str(hostile / "results.errors.csv").replace("\n", " "),
+    }
+    assert [str(source / "empty.png").replace("\n", " "), "empty file"] in rows
+
+
 def test_cli_prefect_flag_runs_the_flow(trained_model_path, scans, tmp_path):
     app = typer.Typer()
     app.callback()(lambda: None)  # a command group, as in `digitflow`
@@ -122,5 +171,6 @@ def test_cli_prefect_flag_runs_the_flow(trained_model_path, scans, tmp_path):
         "drift_psi": 0.25,
         "drift_low_confidence_ratio": 3.0,
         "drift_min_images": 100,
+        "max_file_mib": 64,
         "beam_args": [IN_PROCESS],
     }

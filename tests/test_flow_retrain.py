@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from digitflow.data import Mnist
 from digitflow.scans import write_scans
-from flows.artifacts import HISTORY_KEY, PER_DIGIT_KEY, PROGRESS_KEY, REPORT_KEY
+from flows.artifacts import HISTORY_KEY, PER_DIGIT_KEY, PROGRESS_KEY, REPORT_KEY, markdown_text
 from flows.cli import register
 from model_store import ModelStore
 from model_store.spans import SpanStore
@@ -113,7 +113,7 @@ def test_first_run_promotes_records_why_and_publishes_artifacts(digitflow_home: 
     image = Path(outcome.report_image)
     assert image.parent == digitflow_home / "reports"
     assert f"![v1 report](data:image/png;base64,{b64encode(image.read_bytes()).decode()})" in report
-    assert f"`{image}`" in report  # the file on the flow's host, as plain text
+    assert f"file: {markdown_text(str(image))} (on" in report  # the file on the flow's host
     assert found[PER_DIGIT_KEY].type == "table"
     assert found[PROGRESS_KEY].type == "progress" and found[PROGRESS_KEY].data == 100.0
     [night] = json.loads(found[HISTORY_KEY].data)

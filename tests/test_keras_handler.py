@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 
 from beam_jobs.keras_handler import KerasModelHandler, sha256_file
 from digitflow.data import model_input
 from digitflow.models import load_model
+from digitflow.preprocess import to_mnist
+from digitflow.scans import write_scans
 from model_store.object_storage import model_cache
+
+DIGITFLOW = str(Path(sys.executable).with_name("digitflow"))
 
 
 def test_litert_gives_the_keras_models_probabilities(trained_model_path, mnist):
@@ -72,3 +79,35 @@ print(json.dumps({{"digits": digits, "tensorflow": "tensorflow" in sys.modules}}
     answer = json.loads(done.stdout)
     assert answer["tensorflow"] is False
     assert np.mean(np.array(answer["digits"]) == mnist.y_test[:20]) >= 0.9
+
+
+@pytest.mark.slow  # converts with TensorFlow, in a `digitflow classify` of its own
+def test_an_unwritable_model_cache_converts_for_the_run_only(model_file, mnist, tmp_path):
+    (tmp_path / "a-file").write_text("DIGITFLOW_HOME lies under a regular file: mkdir fails")
+    home, temp = tmp_path / "a-file" / "home", tmp_path / "temp"
+    temp.mkdir()
+    write_scans(mnist.x_test[:6], mnist.y_test[:6], tmp_path / "scans", seed=3)
+    output = tmp_path / "out" / "results.csv"
+
+    done = subprocess.run(
+        [DIGITFLOW, "classify", tmp_path / "scans", "-o", output, "--model", model_file],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ | {"DIGITFLOW_HOME": str(home), "TMPDIR": str(temp), "COLUMNS": "400"},
+    )
+
+    assert done.returncode == 0, done.stderr
+    [warning] = [line for line in done.stderr.splitlines() if "WARNING" in line]
+    assert f"model cache {home / 'cache' / 'models'} is not writable (Not a directory)" in warning
+    assert warning.endswith("the conversion will not be reused")
+    assert "Traceback" not in done.stderr
+    assert not list(temp.glob("digitflow-litert-*"))  # the run's conversion is gone
+    with output.open(newline="") as handle:
+        rows = {Path(row["path"]).name: row for row in csv.DictReader(handle)}
+    names = sorted(rows)
+    scans = np.stack([to_mnist((tmp_path / "scans" / name).read_bytes()) for name in names])
+    expected = load_model(model_file).predict_on_batch(scans)
+    got = np.array([[float(rows[name][f"prob_{d}"]) for d in range(10)] for name in names])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert [int(rows[name]["digit"]) for name in names] == list(expected.argmax(axis=1))

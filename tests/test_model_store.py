@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import ObjectServer, create_bucket
+from servers import STORE_KINDS, ObjectServer, create_bucket
 
 from model_store import (
     ANY,
@@ -46,7 +46,7 @@ def metadata(accuracy: float) -> dict:
     )
 
 
-@pytest.fixture(params=["local", "s3", "gs"])
+@pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ModelStore:
     """The same store in a local directory and under a new bucket on each object store."""
     if request.param == "local":

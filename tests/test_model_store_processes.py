@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from servers import ObjectServer, create_bucket
+from servers import STORE_KINDS, ObjectServer, create_bucket
 
 from model_store import ModelStore
 from model_store.files import sha256_file
@@ -38,7 +38,7 @@ def store(tmp_path: Path, model_file: Path) -> ModelStore:
     return three_versions(tmp_path / "store", model_file)
 
 
-@pytest.fixture(params=["local", "s3", "gs"])
+@pytest.fixture(params=STORE_KINDS)
 def any_store(request: pytest.FixtureRequest, tmp_path: Path, model_file: Path) -> ModelStore:
     """Three versions, v1 in production, in a local store and under a new bucket on each
     object store."""

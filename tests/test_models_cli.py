@@ -164,6 +164,11 @@ def test_conflict_exits_2_and_changes_nothing(store: ModelStore) -> None:
         (["rollback"], "production has no previous version"),
         (["register", "missing.keras"], "model file not found"),
         (["list", "--store", "hdfs://digitflow-test/models"], "unsupported store URI hdfs://"),
+        (["show", "v0"], "error: version v0 does not exist: versions are numbered from 1"),
+        (
+            ["show", "v99999999999"],
+            "error: version v99999999999 does not exist: versions stop at 999,999,999",
+        ),
     ],
 )
 def test_errors_are_one_line_and_exit_1(store: ModelStore, args: list[str], message: str) -> None:
@@ -265,3 +270,27 @@ def test_a_model_file_keras_cannot_load_is_one_error_line(
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"error: {lambda_model}: Keras could not load the model (")
     assert "safe_mode" in line
+
+
+@pytest.mark.parametrize(
+    "command", [["models", "list"], ["models", "show", "1"], ["data", "list"], ["data", "add", "x"]]
+)
+def test_a_store_path_that_is_a_file_is_refused(tmp_path: Path, command: list[str]) -> None:
+    not_a_store = tmp_path / "store.txt"
+    not_a_store.write_text("not a store\n")
+
+    done = digitflow(*command, "--store", not_a_store)
+
+    assert done.returncode == 1, done.stdout
+    assert error_lines(done) == [f"error: store root {not_a_store} is not a directory"]
+    assert "Traceback" not in done.stderr and not_a_store.read_text() == "not a store\n"
+
+
+def test_an_alias_record_with_a_bool_for_a_version_is_corrupt(store: ModelStore) -> None:
+    aliases = Path(store.root) / "aliases.json"
+    aliases.write_text(json.dumps({"production": {"version": True, "previous": []}}))
+
+    for args in (["show", "production"], ["list"]):
+        done = models(*args)
+        assert done.returncode == 1, done.stdout
+        assert error_lines(done) == [f"error: {aliases} is corrupt"]

@@ -18,7 +18,7 @@ from beam_jobs.csv_rows import COLUMNS, csv_line, prediction_line
 from digitflow.listing import path_text
 from digitflow.scans import render_scan
 from flows.review import COLUMNS as SHEET_COLUMNS
-from flows.review import HEADER, TILE, Row, select
+from flows.review import HEADER, MAX_LIMIT, TILE, TILES_PER_SHEET, Row, load_scan, select
 from flows.review_cli import register
 
 # file name -> (index into MNIST test, confidence the "model" gave it)
@@ -65,6 +65,14 @@ def review(*args: object):
     return CliRunner().invoke(app, ["review", *map(str, args)])
 
 
+def results_csv(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    """A results file whose rows have these (path, digit, confidence) cells, as they are."""
+    others = ["true", "v1", *["0.100000"] * 10]
+    lines = [csv_line(COLUMNS), *(csv_line([*row, *others]) for row in rows)]
+    path.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    return path
+
+
 def read_labels(path: Path) -> list[list[str]]:
     with path.open(newline="", encoding="utf-8") as handle:
         return list(csv.reader(handle))
@@ -83,12 +91,13 @@ def test_review_writes_sheet_page_and_labels_of_the_low_confidence_rows(results,
         ["path", "label"],
         *([path, str(expected[path][0])] for _, path in low),
     ]
-    assert sorted(os.listdir(out)) == ["contact-sheet.png", "index.html", "labels.csv"]
-    with Image.open(out / "contact-sheet.png") as sheet:
+    assert sorted(os.listdir(out)) == ["contact-sheet-1.png", "index.html", "labels.csv"]
+    with Image.open(out / "contact-sheet-1.png") as sheet:
         assert sheet.format == "PNG"
         assert sheet.size == (SHEET_COLUMNS * TILE[0], HEADER + TILE[1])  # 5 tiles: one line
     page = (out / "index.html").read_text(encoding="utf-8")
-    assert page.count('src="data:image/png;base64,') == 5
+    assert page.count("<img ") == 1 and 'src="contact-sheet-1.png"' in page
+    assert page.count("<li>") == 5
     assert "http" not in page and "<link" not in page and "<script" not in page
     assert "caf\\xe9.png" in page and "b, with comma.png" in page
     assert "wrote 5 of 5 rows below confidence 0.8" in done.output
@@ -104,7 +113,7 @@ def test_limit_all_and_tile_grid(results, tmp_path):
     assert done.exit_code == 0, done.output
     labels = read_labels(tmp_path / "all" / "labels.csv")[1:]
     assert [expected[path][1] for path, _ in labels] == sorted(c for _, c in expected.values())
-    with Image.open(tmp_path / "all" / "contact-sheet.png") as sheet:
+    with Image.open(tmp_path / "all" / "contact-sheet-1.png") as sheet:
         assert sheet.size == (SHEET_COLUMNS * TILE[0], HEADER + 2 * TILE[1])  # 7 tiles: 2 lines
 
 
@@ -144,3 +153,104 @@ def test_a_file_that_is_not_a_results_csv_is_refused(tmp_path):
 
 def test_review_command_imports_neither_tensorflow_nor_beam_nor_prefect():
     assert heavy_modules_after("import flows.review_cli, flows.review") == "[]"
+
+
+def test_a_scan_over_the_size_limit_gets_its_tile_unread(results, tmp_path):
+    _, expected = results
+    huge = tmp_path / "scans" / "huge.png"
+    with huge.open("wb") as handle:
+        handle.truncate(2 << 20)  # sparse: 2 MiB on paper, nothing on disk
+    rows = [(str(huge), "4", "0.05"), *((p, str(d), str(c)) for p, (d, c) in expected.items())]
+    both = results_csv(tmp_path / "with-huge.csv", rows)
+
+    done = review(both, "--out", tmp_path / "out", "--max-file-mib", "1")
+
+    assert done.exit_code == 0, done.output
+    assert "2 scans could not be read" in done.output  # the deleted one and the huge one
+    assert read_labels(tmp_path / "out" / "labels.csv")[1] == [str(huge), "4"]
+    assert load_scan(str(huge), max_file_mib=1) == "too large: 2.0 MiB (limit 1 MiB)"
+
+
+@pytest.mark.parametrize("case", ["dangling symlink", "/proc", "in the scans", "linked scans"])
+def test_an_out_folder_that_cannot_be_used_is_refused_in_one_line(case, results, tmp_path):
+    csv_path, _ = results
+    scans = tmp_path / "scans"
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "linked").symlink_to(scans, target_is_directory=True)
+    out, message = {
+        "dangling symlink": (
+            tmp_path / "dangling",
+            f"{tmp_path / 'dangling'} is a dangling symlink: give a new or empty folder",
+        ),
+        "/proc": (Path("/proc/review"), "cannot write into /proc/review: "),
+        "in the scans": (scans / "review", f"{scans / 'review'} is inside {scans}, "),
+        "linked scans": (tmp_path / "linked" / "review", f"is inside {scans}, "),
+    }[case]
+    before = sorted(os.listdir(scans))
+
+    done = review(csv_path, "--out", out)
+
+    assert done.exit_code == 1
+    [line] = done.output.strip().splitlines()
+    assert line.startswith("error: ") and message in line, line
+    assert sorted(os.listdir(scans)) == before and not (tmp_path / "nowhere").exists()
+
+
+def test_limit_has_a_hard_maximum(results, tmp_path):
+    csv_path, _ = results
+
+    done = review(csv_path, "--out", tmp_path / "out", "--limit", MAX_LIMIT + 1)
+
+    assert done.exit_code == 1
+    assert done.output.strip() == f"error: --limit {MAX_LIMIT + 1}: a review takes 1 to 1,000 rows"
+    assert not (tmp_path / "out").exists()
+
+
+def test_sheets_are_pages_of_bounded_size_all_on_the_index(results, tmp_path):
+    _, expected = results
+    scans = list(expected.items())
+    count = TILES_PER_SHEET + 10
+    picked = [scans[n % len(scans)] for n in range(count)]
+    rows = [(path, str(digit), f"{n / count:.6f}") for n, (path, (digit, _)) in enumerate(picked)]
+    many = results_csv(tmp_path / "many.csv", rows)
+    out = tmp_path / "out"
+
+    done = review(many, "--out", out, "--all", "--limit", count)
+
+    assert done.exit_code == 0, done.output
+    assert sorted(os.listdir(out)) == [
+        "contact-sheet-1.png",
+        "contact-sheet-2.png",
+        "index.html",
+        "labels.csv",
+    ]
+    lines = -(-TILES_PER_SHEET // SHEET_COLUMNS)
+    for name, height in (("contact-sheet-1.png", lines), ("contact-sheet-2.png", 2)):
+        with Image.open(out / name) as sheet:
+            assert sheet.size == (SHEET_COLUMNS * TILE[0], HEADER + height * TILE[1])
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert 'src="contact-sheet-1.png"' in page and 'src="contact-sheet-2.png"' in page
+    assert f'<ol start="{TILES_PER_SHEET + 1}">' in page and page.count("<li>") == count
+    assert len(read_labels(out / "labels.csv")) == count + 1
+
+
+def test_rows_with_a_bad_digit_or_confidence_come_first_unlabelled(results, tmp_path):
+    _, expected = results
+    a, b, c, d, e = list(expected)[:5]
+    odd = results_csv(
+        tmp_path / "odd.csv",
+        [
+            (a, "3", "0.500000"),
+            (b, "42", "0.600000"),
+            (c, "7", "nan"),
+            (d, "\u0663", "0.100000"),  # an Arabic-Indic three: not a digit 0-9
+            (e, "1", "0.200000"),
+        ],
+    )
+    out = tmp_path / "out"
+
+    done = review(odd, "--out", out, "--all")
+
+    assert done.exit_code == 0, done.output
+    assert read_labels(out / "labels.csv")[1:] == [[b, ""], [c, ""], [d, ""], [e, "1"], [a, "3"]]
+    assert "3 rows left unlabelled (no valid digit and confidence)" in done.output

@@ -17,7 +17,7 @@ import pytest
 from test_models_cli import command_importing
 
 from digitflow import objects
-from digitflow.listing import path_text
+from digitflow.listing import UnreadableError, path_text
 from digitflow.preprocess import to_mnist
 from digitflow.scans import render_scan, write_scans
 from model_store import SpanStore, StoreError, split_of
@@ -206,3 +206,52 @@ def test_cli_adds_lists_and_removes(tmp_path: Path, mnist) -> None:
     [span] = json.loads(listed)
     assert (span["name"], span["retired_reason"]) == ("people", "wrong labels")
     assert imported == []
+
+
+def test_labels_must_be_exactly_one_ascii_digit(tmp_path: Path, mnist) -> None:
+    files = scans(mnist, tmp_path, 0, 5)
+    labels = ["0_7", "\u0663", "\uff11", "+1", " 7 "]  # 0_7, Arabic-Indic 3, full-width 1, +1, 7
+    rows = [(name, label) for (name, _), label in zip(files, labels, strict=True)]
+
+    result = SpanStore(tmp_path / "store").add(labels_csv(tmp_path / "LABELS.csv", rows))
+
+    assert result.problems == [
+        f"row {n} ({files[n - 1][0]}): bad label {labels[n - 1]!r}: must be a digit 0-9"
+        for n in range(1, 5)
+    ]
+    assert (result.span.count, result.span.per_digit["7"]) == (1, 1)
+
+
+def test_a_file_over_the_size_limit_is_a_bad_row_unread(tmp_path: Path, mnist) -> None:
+    rows = scans(mnist, tmp_path, 0, 2)
+    with (tmp_path / "huge.png").open("wb") as handle:
+        handle.truncate(2 << 20)  # sparse: 2 MiB on paper, nothing on disk
+    source = labels_csv(tmp_path / "LABELS.csv", [*rows, ("huge.png", 4)])
+
+    added = cli("add", source, "--max-file-mib", "1", "--json")
+
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["count"] == 2
+    warning = "warning: row 3 (huge.png): too large: 2.0 MiB (limit 1 MiB)"
+    assert added.stderr.splitlines() == [warning]
+
+
+def test_an_object_over_the_size_limit_is_refused_by_its_size(bucket: str) -> None:
+    uri = f"{bucket}/incoming/huge.png"
+    objects.put(uri, bytes(2 << 20))
+
+    with pytest.raises(UnreadableError, match=r"^too large: 2\.0 MiB \(limit 1 MiB\)$"):
+        objects.read_bytes(uri, max_mib=1)
+    assert objects.read_bytes(uri, max_mib=2) == bytes(2 << 20)
+
+
+def test_a_fifo_as_labels_csv_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "LABELS.csv"
+    os.mkfifo(fifo)  # opened for reading, it would wait for a writer forever
+
+    done = subprocess.run(
+        [str(DIGITFLOW), "data", "add", str(fifo)], capture_output=True, text=True, timeout=60
+    )
+
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"error: {fifo}: unreadable: not a regular file (FIFO)"]
