@@ -160,7 +160,7 @@ def run(argv: list[str] | None = None) -> ClassifySummary:
         images = found[Kind.IMAGE] + found[Kind.UNREADABLE]
         options = PipelineOptions(beam_args + direct_defaults(options, beam_args, images))
     version = model_label(model)
-    reference = reference_profile(model.metadata)
+    reference = reference_profile(model.card)
     drift_threshold = reference.threshold if reference else known.min_confidence
     log.info("%s", start_line(known.input, found, version, options))
     handler = KerasModelHandler(

@@ -1,7 +1,7 @@
 """Drift: do a bulk run's predictions look like the model's own when it was registered?
 
-The reference is the `PredictionProfile` recorded in the model's metadata at registration
-(`metadata["reference"]`: the share of each predicted digit, the mean confidence and the
+The reference is the `PredictionProfile` recorded in the model's card at registration
+(`ModelCard.reference`: the share of each predicted digit, the mean confidence and the
 low-confidence rate on the test images). A run is compared with it on two things:
 
 - the mix of predicted digits, by the population stability index,
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from digitflow.evaluate import PredictionProfile
+from model_store.card import InvalidCard, ModelCard
 
 EPSILON = 1e-4
 RATE_FLOOR = 0.01
@@ -52,16 +53,15 @@ class Drift:
         return f"{self.verdict} (PSI {self.psi:.2f}; low-confidence {rates} in training)"
 
 
-def reference_profile(metadata: Mapping[str, Any]) -> PredictionProfile | None:
-    """The model's reference profile; None when it has none (a .keras file, an old version)
-    or it is not a profile."""
-    recorded = metadata.get("reference")
-    if not isinstance(recorded, dict):
-        return None
-    try:
-        return PredictionProfile.from_dict(recorded)
-    except (TypeError, ValueError):
-        return None
+def reference_profile(card: ModelCard | Mapping[str, Any]) -> PredictionProfile | None:
+    """The model's reference profile, from its card (or metadata, read as a card); None when
+    it has none (a .keras file, an old version) or the metadata is not a valid card."""
+    if not isinstance(card, ModelCard):
+        try:
+            card = ModelCard.from_dict(card)
+        except InvalidCard:
+            return None
+    return card.reference_profile()
 
 
 def psi(actual: Sequence[float], expected: Sequence[float]) -> float:

@@ -6,6 +6,7 @@ Used for demos, tests and benchmarks of everything that reads real-world digit i
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ def write_scans(images: np.ndarray, labels: np.ndarray, out_dir: Path, seed: int
         variants = _VARIANTS[ext]
         variant = variants[(index // len(SCAN_FORMATS)) % len(variants)]
         name = f"scan_{index:05d}.{ext}"
-        _save(render_scan(digit, rng), out_dir / name, variant)
+        (out_dir / name).write_bytes(encoded(render_scan(digit, rng), ext, variant))
         rows.append((name, int(label)))
     labels_path = out_dir / "labels.csv"
     with labels_path.open("w", newline="") as handle:
@@ -101,9 +102,10 @@ def write_scans(images: np.ndarray, labels: np.ndarray, out_dir: Path, seed: int
     return labels_path
 
 
-def _save(scan: Image.Image, path: Path, variant: str) -> None:
-    """Store an RGB scan at `path` as the given variant (a Pillow mode or 'exif-rotated')."""
-    options = dict(_SAVE_OPTIONS.get(path.suffix[1:], {}))
+def encoded(scan: Image.Image, ext: str, variant: str = "RGB", **options: Any) -> bytes:
+    """An RGB scan as the bytes of an `ext` file (one of SCAN_FORMATS) stored as `variant`: a
+    Pillow mode, or 'exif-rotated' (a phone's JPEG). `options` override the format's defaults."""
+    options = {**_SAVE_OPTIONS.get(ext, {}), **options}
     if variant == "exif-rotated":
         exif = Image.Exif()
         exif[ExifTags.Base.Orientation] = _EXIF_ROTATE_90_CW
@@ -117,7 +119,9 @@ def _save(scan: Image.Image, path: Path, variant: str) -> None:
         image = scan.convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
     else:
         image = scan.convert(variant)
-    image.save(path, **options)
+    buffer = io.BytesIO()
+    image.save(buffer, Image.registered_extensions()[f".{ext}"], **options)
+    return buffer.getvalue()
 
 
 def _transparent(scan: Image.Image) -> Image.Image:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from digitflow.evaluate import Evaluation
-from flows.gate import Decision, Thresholds
+from flows.gate import Baseline, Decision, Scores, Thresholds
 from model_store import HistoryEntry, ModelVersion
 from model_store.refs import label
 
@@ -33,18 +33,16 @@ class RunSummary:
 
     candidate_version: int
     candidate_uri: str
-    candidate: Evaluation  # on MNIST's test set
-    candidate_holdout: Evaluation | None  # on the spans' pooled holdout; None: no holdout images
-    production_version: int | None  # the one the candidate was compared with
-    production: Evaluation | None  # None: no production model, or it could not be evaluated
-    production_holdout: Evaluation | None
+    candidate: Scores
+    baseline: Baseline | None  # what the gate compared with; None: no production model
     decision: Decision
     promoted: bool  # the outcome: the gate passed *and* the compare-and-swap won
+    after: int | None  # where `alias` points after the run
     outcome: str  # the run's one-line outcome, the gate's reason or why promotion failed
     thresholds: Thresholds
     alias: str
     store_root: str
-    training: str  # one line: architecture, profile, epochs, time, cached or not
+    training: str  # one line: how the candidate was trained, or that it was not retrained
     spans: tuple[str, ...]  # the labelled spans whose train images the candidate learned from
     report_image: Path
 
@@ -55,18 +53,55 @@ def markdown_text(text: str) -> str:
     return _MARKUP.sub(lambda found: "\\" + found.group(0), re.sub(r"[\r\n]", " ", text))
 
 
-def _metrics(evaluation: Evaluation, holdout: Evaluation | None) -> dict[str, str]:
+def _metrics(scores: Scores) -> dict[str, str]:
+    evaluation, holdout, suite = scores.test, scores.holdout, scores.robustness
     measured = [m for m in evaluation.per_digit if m.support > 0]
     worst = min(measured, key=lambda m: m.recall, default=None)
     return {
         "MNIST test accuracy": f"{evaluation.accuracy:.4f}",
         "own-scans holdout accuracy": "-" if holdout is None else f"{holdout.accuracy:.4f}",
         "own-scans holdout images": "0" if holdout is None else str(holdout.count),
+        "real-scan robustness accuracy": "-" if suite is None else f"{suite.accuracy:.4f}",
+        "real-scan robustness images": "0" if suite is None else str(suite.count),
         "test loss": f"{evaluation.loss:.4f}",
         "lowest digit recall": f"{worst.recall:.4f} (digit {worst.digit})" if worst else "-",
         "wrong predictions": str(len(evaluation.mistakes)),
         "test images": str(evaluation.count),
     }
+
+
+def _robustness_section(summary: RunSummary, column: str) -> list[str]:
+    """The candidate's and the baseline's accuracy per style on the robustness suite."""
+    ours = summary.candidate.robustness
+    if ours is None:
+        return []
+    baseline = summary.baseline
+    theirs = {}
+    if baseline is not None and baseline.scores is not None and baseline.scores.robustness:
+        theirs = {s: f"{a:.4f}" for s, a in baseline.scores.robustness.per_style.items()}
+    return [
+        "## Real-scan robustness",
+        "",
+        "Accuracy per style on MNIST test digits rendered as real scans, photos and files, "
+        "read through `to_mnist` as the bulk job reads images.",
+        "",
+        f"| style | candidate v{summary.candidate_version} | {column} |",
+        "| --- | --- | --- |",
+        *(
+            f"| {markdown_text(style)} | {accuracy:.4f} | {theirs.get(style, '-')} |"
+            for style, accuracy in ours.per_style.items()
+        ),
+        "",
+    ]
+
+
+def _baseline_column(baseline: Baseline | None, alias: str) -> str:
+    """The report's heading for the model the candidate was compared with."""
+    if baseline is None or baseline.version is None:
+        return "no model to compare with"
+    if baseline.name == alias:
+        return f"{alias} {label(baseline.version)}"
+    return f"compared with {label(baseline.version)}"
 
 
 def inline_png(path: Path, alt: str) -> str:
@@ -79,18 +114,18 @@ def report_markdown(summary: RunSummary) -> str:
     """The run's report: outcome first, then candidate vs production, checks, image, where."""
     thresholds = summary.thresholds
     verdict = "PROMOTED" if summary.promoted else "NOT PROMOTED"
-    after = summary.candidate_version if summary.promoted else summary.production_version
-    ours = _metrics(summary.candidate, summary.candidate_holdout)
-    theirs = {}
-    if summary.production is not None:
-        theirs = _metrics(summary.production, summary.production_holdout)
-    production = label(summary.production_version)
+    ours = _metrics(summary.candidate)
+    baseline = summary.baseline
+    theirs = {} if baseline is None or baseline.scores is None else _metrics(baseline.scores)
+    column = markdown_text(_baseline_column(baseline, summary.alias))
+    rule = [] if baseline is None or baseline.rule is None else [markdown_text(baseline.rule), ""]
     lines = [
         f"# Retrain: v{summary.candidate_version} {verdict}",
         "",
         f"**Decision:** {markdown_text(summary.outcome)}",
         "",
-        f"| metric | candidate v{summary.candidate_version} | production {production} |",
+        *rule,
+        f"| metric | candidate v{summary.candidate_version} | {column} |",
         "| --- | --- | --- |",
         *(f"| {name} | {value} | {theirs.get(name, '-')} |" for name, value in ours.items()),
         "",
@@ -107,8 +142,10 @@ def report_markdown(summary: RunSummary) -> str:
         f"Thresholds: accuracy >= {thresholds.min_accuracy}, regression <= "
         f"{thresholds.max_regression}, every digit's recall >= {thresholds.min_digit_recall}, "
         f"own-scans holdout regression <= {thresholds.holdout_tolerance} from "
-        f"{thresholds.min_holdout} images.",
+        f"{thresholds.min_holdout} images, real-scan robustness regression <= "
+        f"{thresholds.robustness_tolerance}.",
         "",
+        *_robustness_section(summary, column),
         "## Predictions",
         "",
         inline_png(summary.report_image, f"v{summary.candidate_version} report"),
@@ -116,7 +153,7 @@ def report_markdown(summary: RunSummary) -> str:
         "## Model",
         "",
         f"- candidate: v{summary.candidate_version} at {markdown_text(summary.candidate_uri)}",
-        f"- {markdown_text(summary.alias)} after this run: {label(after)}",
+        f"- {markdown_text(summary.alias)} after this run: {label(summary.after)}",
         f"- store: {markdown_text(summary.store_root)}",
         f"- training: {markdown_text(summary.training)}",
         f"- trained on: MNIST + {markdown_text(spans_text(summary.spans))}",
@@ -156,14 +193,8 @@ def per_digit_rows(
     return rows
 
 
-def _decision(metadata: dict) -> str:
-    """A version's promotion outcome as its run recorded it."""
-    if "promotion" in metadata:  # set after registration, e.g. a lost compare-and-swap
-        return str(metadata["promotion"])
-    gate = metadata.get("gate")
-    if not isinstance(gate, dict):
-        return "registered by hand"
-    return "promoted" if gate.get("promote") else "not promoted"
+def _rounded(value: float | None) -> float | str:
+    return "-" if value is None else round(value, 4)
 
 
 def history_rows(
@@ -180,19 +211,19 @@ def history_rows(
     for index, version in enumerate(ordered):
         until = ordered[index + 1].created_at if index + 1 < len(ordered) else None
         before = [m for m in moves if until is None or m.at < until]
-        recall = version.metrics.get("recall") or {}
-        accuracy = version.metrics.get("accuracy")
-        scans = (version.metadata.get("holdout") or {}).get("candidate") or {}
-        spans = (version.metadata.get("spans") or {}).get("names") or []
+        card = version.card
+        lowest = card.metrics.lowest_recall()
+        suite = card.robustness
         rows.append(
             {
                 "date": version.created_at.replace("T", " ")[:16],
                 "version": label(version.version),
-                "MNIST accuracy": "-" if accuracy is None else round(accuracy, 4),
-                "own-scans accuracy": round(scans["accuracy"], 4) if scans else "-",
-                "lowest digit recall": round(min(recall.values()), 4) if recall else "-",
-                "spans": ", ".join(spans) or "-",
-                "decision": _decision(version.metadata),
+                "MNIST accuracy": _rounded(card.metrics.accuracy),
+                "own-scans accuracy": _rounded(card.holdout_accuracy),
+                "robustness accuracy": _rounded(None if suite is None else suite.accuracy),
+                "lowest digit recall": _rounded(None if lowest is None else lowest[1]),
+                "spans": ", ".join(card.span_names) or "-",
+                "decision": card.outcome,
                 f"{alias} after": label(before[-1].to_version if before else None),
             }
         )
@@ -218,8 +249,13 @@ def publish(summary: RunSummary, history: list[dict]) -> None:
         key=REPORT_KEY,
         description=f"Candidate {version}: {markdown_text(summary.outcome)}",
     )
+    baseline = None if summary.baseline is None else summary.baseline.scores
     create_table_artifact(
-        per_digit_rows(summary.candidate, summary.production, summary.candidate_holdout),
+        per_digit_rows(
+            summary.candidate.test,
+            None if baseline is None else baseline.test,
+            summary.candidate.holdout,
+        ),
         key=PER_DIGIT_KEY,
         description=f"Per-digit precision and recall of candidate {version} on the test set, "
         "and its recall on the own-scans holdout",

@@ -42,8 +42,10 @@ def _check(options: RetrainOptions) -> None:
 def retrain_command(options: RetrainOptions) -> None:
     """Run the retrain flow once: train, evaluate, gate, promote if it passes, report.
 
-    Exit status 0: promoted, or unchanged (a version was trained on the same data and config:
-    nothing trained or registered); 3: the gate rejected the candidate; 1: the run failed.
+    Exit status 0: promoted, or unchanged (the alias points to the version trained on the same
+    data and config, and it passes today's gate: nothing trained or registered); 3: the gate
+    rejected the candidate (a version trained on the same data and config is judged again,
+    not retrained); 1: the run failed.
     Uses the Prefect server in PREFECT_API_URL, or a temporary local one when unset.
     """
     _check(options)

@@ -1,15 +1,21 @@
 """The promotion gate: should a candidate replace the production model? Pure, no Prefect.
 
-Four rules, each recorded with a human-readable outcome:
+Five rules, each recorded with a human-readable outcome:
 
 - accuracy floor: MNIST test accuracy >= `min_accuracy` (the mission's 97%);
-- no regression: at most `max_regression` below the production model, both evaluated on the
-  same test images in the same run (skipped, and said so, when there is no production model or
-  it cannot be loaded: the candidate is then judged on the floors alone);
+- no regression: at most `max_regression` below the baseline, both evaluated on the same test
+  images in the same run (skipped, and said so, when there is no baseline or it cannot be
+  evaluated: the candidate is then judged on the floors alone);
 - per-digit recall: every digit with test examples has recall >= `min_digit_recall`;
 - own-scans holdout: on the labelled spans' pooled holdout, at most `holdout_tolerance` below
-  production on the same images (skipped, and said so, with fewer than `min_holdout` images or
-  no production model to compare with).
+  the baseline on the same images (skipped, and said so, with fewer than `min_holdout` images or
+  no baseline to compare with);
+- real-scan robustness: on a fixed suite of MNIST test digits rendered as real scans, photos
+  and files (`digitflow.robustness`), at most `robustness_tolerance` below the baseline
+  (skipped, and said so, with no baseline to compare with).
+
+The baseline is normally the production model; the flow picks another (and says why in its
+`rule`, which every reason then states) when production was trained on data since retired.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # keeps this module import-cheap for the CLI, which reads the defaults
     from digitflow.evaluate import Evaluation
+    from digitflow.robustness import RobustnessScore
 
 # Accuracies are ratios of image counts; a difference that is exactly the threshold in images
 # must not fail on float round-off (0.9900 - 0.9880 = 0.0020000000000000018).
@@ -39,6 +46,8 @@ class Thresholds:
     # is 1/n of accuracy, so the tolerance forgives a single extra mistake only from 100 images.
     min_holdout: int = 50
     holdout_tolerance: float = 0.01
+    # The suite has thousands of images: half a point is tens of them, beyond seed noise.
+    robustness_tolerance: float = 0.005
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
@@ -49,11 +58,26 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
-class Holdout:
-    """Both models on the same own-scans holdout images; `production` None: none to compare."""
+class Scores:
+    """One model on the gate's evidence: MNIST's test set, the own-scans holdout (None: no
+    holdout images) and the real-scan robustness suite (None: not scored)."""
 
-    candidate: Evaluation
-    production: Evaluation | None = None
+    test: Evaluation
+    holdout: Evaluation | None = None
+    robustness: RobustnessScore | None = None
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What the candidate is compared with, as the reasons name it (`name`), and its version:
+    its `scores` on the same images, or None and `problem` saying why there are none (the
+    candidate is then judged on the floors alone). `rule`: why it is not the production model."""
+
+    name: str = "production"
+    version: int | None = None
+    scores: Scores | None = None
+    problem: str | None = None
+    rule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,28 +108,30 @@ def _floor(candidate: Evaluation, minimum: float) -> Check:
     return Check("accuracy floor", passed, detail)
 
 
-def _regression(
-    candidate: Evaluation, production: Evaluation | None, allowed: float, unavailable: str | None
-) -> Check:
-    if unavailable is not None:
-        return Check("no regression", True, f"skipped: {unavailable}")
-    if production is None:
-        return Check("no regression", True, "no production model yet: first promotion")
-    if production.count != candidate.count:
+def _regression(candidate: Scores, baseline: Baseline | None, allowed: float) -> Check:
+    name = "no regression"
+    if baseline is None:
+        return Check(name, True, "no production model yet: first promotion")
+    if baseline.scores is None:
+        return Check(name, True, f"skipped: {baseline.problem}")
+    ours, theirs = candidate.test, baseline.scores.test
+    if theirs.count != ours.count:
         raise ValueError(
-            f"candidate evaluated on {candidate.count} images, production on {production.count}: "
+            f"candidate evaluated on {ours.count} images, {baseline.name} on {theirs.count}: "
             "the gate compares models on the same test set only"
         )
-    change = candidate.accuracy - production.accuracy
-    passed = -change <= allowed + _TOLERANCE
-    comparison = (
-        f"accuracy {candidate.accuracy:.4f} vs production {production.accuracy:.4f} ({change:+.4f})"
-    )
-    if passed:
-        return Check("no regression", True, f"{comparison}, within the allowed -{allowed:.4f}")
-    return Check(
-        "no regression", False, f"{comparison}: worse than production by more than {allowed:.4f}"
-    )
+    return _compared(name, "accuracy", ours.accuracy, theirs.accuracy, baseline.name, allowed)
+
+
+def _compared(
+    name: str, what: str, ours: float, theirs: float, baseline: str, allowed: float, on: str = ""
+) -> Check:
+    """Passes unless `ours` is more than `allowed` below `theirs`; says both and the change."""
+    change = ours - theirs
+    comparison = f"{what} {ours:.4f} vs {baseline} {theirs:.4f} ({change:+.4f}){on}"
+    if -change <= allowed + _TOLERANCE:
+        return Check(name, True, f"{comparison}, within the allowed -{allowed:.4f}")
+    return Check(name, False, f"{comparison}: worse than {baseline} by more than {allowed:.4f}")
 
 
 def _digit_recall(candidate: Evaluation, minimum: float) -> Check:
@@ -126,57 +152,82 @@ def _digit_recall(candidate: Evaluation, minimum: float) -> Check:
     )
 
 
-def _holdout(holdout: Holdout | None, thresholds: Thresholds, unavailable: str | None) -> Check:
-    name, count = "own-scans holdout", 0 if holdout is None else holdout.candidate.count
-    if count == 0:
+def _holdout(candidate: Scores, baseline: Baseline | None, thresholds: Thresholds) -> Check:
+    name, ours = "own-scans holdout", candidate.holdout
+    count = 0 if ours is None else ours.count
+    if ours is None or count == 0:
         return Check(name, True, "skipped: no own-scans holdout images")
     if count < thresholds.min_holdout:
         needed = thresholds.min_holdout
         return Check(name, True, f"skipped: {count} own-scans holdout images, fewer than {needed}")
-    if unavailable is not None:
-        return Check(name, True, f"skipped: {unavailable}")
-    if holdout.production is None:
+    if baseline is None:
         return Check(name, True, "skipped: no production model to compare with")
-    if holdout.production.count != count:
+    if baseline.scores is None:
+        return Check(name, True, f"skipped: {baseline.problem}")
+    theirs = baseline.scores.holdout
+    if theirs is None or theirs.count != count:
         raise ValueError("the gate compares models on the same own-scans holdout images only")
-    ours, theirs = holdout.candidate.accuracy, holdout.production.accuracy
-    change, allowed = ours - theirs, thresholds.holdout_tolerance
-    comparison = (
-        f"holdout accuracy {ours:.4f} vs production {theirs:.4f} ({change:+.4f}) "
-        f"on {count} own scans"
+    on = f" on {count} own scans"
+    return _compared(
+        name,
+        "holdout accuracy",
+        ours.accuracy,
+        theirs.accuracy,
+        baseline.name,
+        thresholds.holdout_tolerance,
+        on,
     )
-    if -change <= allowed + _TOLERANCE:
-        return Check(name, True, f"{comparison}, within the allowed -{allowed:.4f}")
-    return Check(name, False, f"{comparison}: worse than production by more than {allowed:.4f}")
 
 
-def decide(
-    candidate: Evaluation,
-    production: Evaluation | None,
-    thresholds: Thresholds,
-    unavailable: str | None = None,
-    holdout: Holdout | None = None,
-) -> Decision:
-    """Apply every rule to the candidate (and the production model's evaluation, if any).
+def _robustness(candidate: Scores, baseline: Baseline | None, allowed: float) -> Check:
+    name, ours = "robustness", candidate.robustness
+    if ours is None:
+        return Check(name, True, "skipped: not scored on the robustness suite")
+    if baseline is None:
+        return Check(name, True, "skipped: no production model to compare with")
+    if baseline.scores is None:
+        return Check(name, True, f"skipped: {baseline.problem}")
+    theirs = baseline.scores.robustness
+    if theirs is None or theirs.suite != ours.suite:
+        raise ValueError("the gate compares models on the same robustness suite only")
+    drops = {style: ours.per_style[style] - theirs.per_style[style] for style in ours.per_style}
+    worst = min(drops, key=drops.__getitem__)
+    on = f" on {ours.count} real-scan renderings, largest change {worst} ({drops[worst]:+.4f})"
+    return _compared(
+        name, "robustness accuracy", ours.accuracy, theirs.accuracy, baseline.name, allowed, on
+    )
 
-    `unavailable` says why a production model exists but could not be evaluated; `holdout` is
-    both models on the own-scans holdout (None: no holdout images).
+
+def _reason(verdict: str, notes: list[str | None], details: list[str]) -> str:
+    """`verdict (notes): details`, the notes left out when there are none."""
+    given = [note for note in notes if note]
+    context = f" ({'; '.join(given)})" if given else ""
+    return f"{verdict}{context}: {'; '.join(details)}"
+
+
+def decide(candidate: Scores, baseline: Baseline | None, thresholds: Thresholds) -> Decision:
+    """Apply every rule to the candidate, compared with `baseline` (None: no production model).
+
+    The reason states the baseline's `rule`, if any, whatever the verdict.
     """
     checks = [
-        _floor(candidate, thresholds.min_accuracy),
-        _regression(candidate, production, thresholds.max_regression, unavailable),
-        _digit_recall(candidate, thresholds.min_digit_recall),
-        _holdout(holdout, thresholds, unavailable),
+        _floor(candidate.test, thresholds.min_accuracy),
+        _regression(candidate, baseline, thresholds.max_regression),
+        _digit_recall(candidate.test, thresholds.min_digit_recall),
+        _holdout(candidate, baseline, thresholds),
+        _robustness(candidate, baseline, thresholds.robustness_tolerance),
     ]
+    rule = None if baseline is None else baseline.rule
     failed = [c for c in checks if not c.passed]
     if failed:
-        reason = "not promoted: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
-        return Decision(False, reason, checks)
-    floors = "; ".join(c.detail for c in checks if c.name in FLOORS)
-    if unavailable is not None:
-        reason = f"promoted on the floors alone ({unavailable}): {floors}"
-    elif production is None:
-        reason = f"promoted as the first model, on the floors alone (no production model): {floors}"
+        details = [f"{c.name}: {c.detail}" for c in failed]
+        return Decision(False, _reason("not promoted", [rule], details), checks)
+    floors = [c.detail for c in checks if c.name in FLOORS]
+    if baseline is None:
+        verdict = "promoted as the first model, on the floors alone"
+        reason = _reason(verdict, ["no production model"], floors)
+    elif baseline.scores is None:
+        reason = _reason("promoted on the floors alone", [rule, baseline.problem], floors)
     else:
-        reason = "promoted: " + "; ".join(c.detail for c in checks)
+        reason = _reason("promoted", [rule], [c.detail for c in checks])
     return Decision(True, reason, checks)

@@ -73,6 +73,18 @@ class RetrainOptions:
         min=0.0,
         max=1.0,
     )
+    robustness_tolerance: float = option(
+        Thresholds.robustness_tolerance,
+        help="Gate: most real-scan robustness accuracy the candidate may lose vs production.",
+        min=0.0,
+        max=1.0,
+    )
+    robustness_images: int | None = option(
+        None,
+        help="Images in the real-scan robustness suite, spread over its styles (default: the "
+        "suite's full size).",
+        min=1,
+    )
     store: str | None = option(None, help=STORE_HELP, metavar="URI")
     alias: str = option("production", help="The alias a passing candidate is promoted to.")
     train_limit: int | None = option(
@@ -93,6 +105,7 @@ class RetrainOptions:
             self.min_digit_recall,
             self.min_holdout,
             self.holdout_tolerance,
+            self.robustness_tolerance,
         )
 
     def training_config(self) -> TrainConfig:

@@ -1,15 +1,23 @@
 """The `retrain` flow: train a candidate, evaluate it next to production, gate, promote, report.
 
-The candidate learns from MNIST plus the train images of the store's labelled spans (people's
-own scans), and is judged on MNIST's test set and on the spans' pooled holdout. Every task is
-small and does one thing; the flow composes them. Production changes only in `promote`, by
-compare-and-swap against the version the gate compared with, so a crash anywhere, or a rejected
+The candidate learns from MNIST plus the train images of the store's active labelled spans
+(people's own scans), and is judged on MNIST's test set and on the spans' pooled holdout. Every
+task is small and does one thing; the flow composes them. Production changes only in `promote`,
+by compare-and-swap against the version the run saw, so a crash anywhere, or a rejected
 candidate, leaves it untouched. A rejected candidate stays registered.
 
-A run whose data, training config and code match a registered version's (its `identity`)
-trains and registers nothing, unless forced. The run ends in a Completed-type state named
-`Promoted`, `Not promoted` or `Unchanged` (so they look different in the UI and automations can
-react to each), or Failed.
+Every run decides from what serves now:
+
+- a registered version with the run's `identity` (its data, training config and code) is not
+  retrained, unless forced: it is the candidate, judged again under today's thresholds. If it
+  is what the alias points to and it passes, the run is `Unchanged`; otherwise it is promoted
+  or not, like a new candidate. An alias with no model is never `Unchanged`.
+- when the alias's model was trained on a span since retired, the regression rules compare the
+  candidate with the best model trained on active data only that has served under the alias
+  (none: the floors alone), and every reason says so.
+
+The run ends in a Completed-type state named `Promoted`, `Not promoted` or `Unchanged` (so they
+look different in the UI and automations can react to each), or Failed.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, State
 from prefect.tasks import exponential_backoff
 
-from digitflow import config
+from digitflow import config, robustness
 from digitflow.data import Mnist
 from digitflow.evaluate import Evaluation
 from digitflow.profiles import TrainConfig
@@ -44,15 +52,26 @@ from flows.artifacts import (
     publish_unchanged,
     spans_text,
 )
-from flows.gate import Decision, Holdout, Thresholds, decide
+from flows.gate import FLOORS, Baseline, Decision, Scores, decide
 from flows.options import RetrainOptions, flat
-from model_store import ModelStore, ModelVersion, PromotionConflict, build_metadata
-from model_store.metadata import code_version
+from model_store import ModelStore, ModelVersion, PromotionConflict
+from model_store.card import (
+    GateVerdict,
+    HoldoutScores,
+    Metrics,
+    ModelCard,
+    Reference,
+    Robustness,
+    Score,
+    SpanUse,
+)
+from model_store.metadata import build_card, code_version
 from model_store.refs import label
 from model_store.spans import LabelledImages, SpanStore
 
 TRAINING_LIBRARIES = ("digitflow", "keras", "tensorflow")
 PROMOTED, NOT_PROMOTED, UNCHANGED = "Promoted", "Not promoted", "Unchanged"
+NO_ACTIVE_BASELINE = "no model trained on active data only has served"
 
 
 class TrainedCandidate(TypedDict):
@@ -68,21 +87,43 @@ class TrainedCandidate(TypedDict):
 
 
 @dataclass(frozen=True)
-class Scores:
-    """A model on MNIST's test set and on the own-scans holdout (None: no holdout images)."""
+class Evidence:
+    """What every model in the run is judged on: MNIST's test set (in `data`), the spans'
+    pooled holdout and the real-scan robustness suite."""
 
-    test: Evaluation
-    holdout: Evaluation | None
+    data: Mnist
+    spans: LabelledImages
+    suite: robustness.Suite
 
 
 @dataclass(frozen=True)
-class Production:
-    """What `alias` pointed to when the run looked: its scores on this run's test images, or
-    why it could not be evaluated (a model that no longer loads must not block the nightly)."""
+class Serving:
+    """What the store holds for this run, read once: the version `alias` points to
+    (`production`), the spans it was trained on that are retired now, the version the
+    regression rules compare with (`baseline`), and the version with the run's identity (`same`;
+    None when there is none or the run is forced)."""
 
-    version: int
-    scores: Scores | None
-    problem: str | None = None
+    production: int | None
+    retired: tuple[str, ...]
+    baseline: int | None
+    same: int | None
+
+    @property
+    def serves_already(self) -> bool:
+        """The version with the run's identity is the one `alias` points to."""
+        return self.same is not None and self.same == self.production
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The model the run judges: its file, one line on where it came from, and its version:
+    None until the gate has spoken for one trained in this run; set for a version with the
+    run's identity, which is judged again, not retrained."""
+
+    path: str
+    about: str
+    registered: ModelVersion | None = None
+    training: Training | None = None  # trained (or reused from the cache) in this run
 
 
 @dataclass(frozen=True)
@@ -181,10 +222,26 @@ def load_data(train_limit: int | None, test_limit: int | None) -> Mnist:
 
 
 @task(cache_policy=NO_CACHE)
+def load_robustness_suite(count: int | None) -> robustness.Suite:
+    """The real-scan robustness suite of `count` images (None: its full size), rendered from
+    all of MNIST's test digits whatever the run's limits: built once, then from the cache."""
+    from digitflow.data import load_mnist
+
+    size = robustness.DEFAULT_COUNT if count is None else count
+    suite = robustness.load_suite(load_mnist(), size)
+    styles = len(set(suite.styles.tolist()))
+    get_run_logger().info("robustness suite: %d images in %d styles", len(suite), styles)
+    return suite
+
+
+@task(cache_policy=NO_CACHE)
 def load_spans(store: str | None) -> LabelledImages:
     """The accepted labelled spans in the store: their train images and pooled holdout."""
     images = SpanStore(store).active_images()
-    get_run_logger().info(
+    logger = get_run_logger()
+    for warning in images.warnings:  # overruled labels, torn spans skipped
+        logger.warning("%s", warning)
+    logger.info(
         "%s: %d train, %d holdout images",
         spans_text(images.spans),
         len(images.y_train),
@@ -206,13 +263,59 @@ def with_spans(mnist: Mnist, spans: LabelledImages) -> Mnist:
     )
 
 
+def same_identity(cards: dict[int, ModelCard], identity: str, production: int | None) -> int | None:
+    """The version trained on the same data, config and code: production if it is one, else
+    the newest."""
+    matching = [number for number, card in cards.items() if card.identity == identity]
+    return production if production in matching else max(matching, default=None)
+
+
+def best_on_active_data(
+    cards: dict[int, ModelCard], served: set[int], active: tuple[str, ...]
+) -> int | None:
+    """Of the versions that have served, the most accurate (as recorded) of those trained on
+    active spans only (or none: MNIST alone)."""
+    eligible = [
+        (card.metrics.accuracy or 0.0, number)
+        for number, card in cards.items()
+        if number in served and set(card.span_names) <= set(active)
+    ]
+    return max(eligible, default=(None, None))[1]
+
+
 @task(cache_policy=NO_CACHE)
-def trained_before(store: str | None, identity: str) -> int | None:
-    """The newest version with this identity: trained on the same data, config and code."""
-    versions = ModelStore(store).list_versions()
-    return max(
-        (v.version for v in versions if v.metadata.get("identity") == identity), default=None
-    )
+def look_up(
+    store: str | None, alias: str, identity: str | None, active: tuple[str, ...]
+) -> Serving:
+    """What serves under `alias`, whether it was trained on retired spans, what the regression
+    rules compare with, and the version with `identity` (None: look for none)."""
+    models = ModelStore(store)
+    cards = {version.version: version.card for version in models.list_versions()}
+    production = models.aliases().get(alias)
+    card = cards.get(production)
+    retired = () if card is None else tuple(n for n in card.span_names if n not in active)
+    baseline = production
+    if retired:
+        served = {entry.to_version for entry in models.history(alias)}
+        baseline = best_on_active_data(cards, served, active)
+        get_run_logger().warning(retired_line(alias, production, retired))
+    same = None if identity is None else same_identity(cards, identity, production)
+    return Serving(production, retired, baseline, same)
+
+
+def retired_line(alias: str, production: int | None, retired: tuple[str, ...]) -> str:
+    """`production v3 was trained on retired span S`."""
+    spans = f"span {retired[0]}" if len(retired) == 1 else f"spans {', '.join(retired)}"
+    return f"{alias} {label(production)} was trained on retired {spans}"
+
+
+@task(cache_policy=NO_CACHE)
+def registered_candidate(store: str | None, version: int) -> Candidate:
+    """The registered version trained on the same data, config and code: not retrained."""
+    models = ModelStore(store)
+    resolved = models.resolve(version)
+    about = f"not retrained: {label(version)} was trained on the same data, config and code"
+    return Candidate(str(resolved.local_path), about, models.get(version))
 
 
 @task(cache_policy=NO_CACHE)
@@ -222,9 +325,13 @@ def report_unchanged(message: str) -> None:
     publish_unchanged(message)
 
 
-def unchanged(version: int) -> State:
-    """`Unchanged`, Completed, with the version trained on the same data and config as result."""
-    message = f"unchanged: {label(version)} was trained on the same data and config"
+def unchanged(alias: str, version: int, decision: Decision) -> State:
+    """`Unchanged`, Completed, with the version that still serves as the result."""
+    floors = "; ".join(check.detail for check in decision.checks if check.name in FLOORS)
+    message = (
+        f"unchanged: {alias} {label(version)} was trained on the same data and config "
+        f"and passes today's gate: {floors}"
+    )
     report_unchanged(message)
     return Completed(name=UNCHANGED, message=message, data=version)
 
@@ -281,121 +388,131 @@ def train_or_reuse(data: Mnist, settings: TrainConfig) -> Training:
     return Training(settings, state.result(), cached=state.name == "Cached")
 
 
-def score(model: Any, data: Mnist, spans: LabelledImages) -> Scores:
-    """`model` on MNIST's test set and on the spans' pooled holdout, if it has images."""
+def score(model: Any, evidence: Evidence) -> Scores:
+    """`model` on MNIST's test set, on the spans' pooled holdout if it has images, and on the
+    robustness suite."""
     from digitflow.evaluate import evaluate
 
+    data, spans = evidence.data, evidence.spans
     holdout = None
     if len(spans.y_holdout):
         holdout = evaluate(model, spans.x_holdout, spans.y_holdout)
-    return Scores(evaluate(model, data.x_test, data.y_test), holdout)
+    test = evaluate(model, data.x_test, data.y_test)
+    return Scores(test, holdout, robustness.score(model, evidence.suite))
 
 
 def _scores_line(scores: Scores) -> str:
     scans = "-" if scores.holdout is None else f"{scores.holdout.accuracy:.4f}"
-    return f"MNIST test accuracy {scores.test.accuracy:.4f}, own-scans holdout {scans}"
+    suite = "-" if scores.robustness is None else f"{scores.robustness.accuracy:.4f}"
+    return (
+        f"MNIST test accuracy {scores.test.accuracy:.4f}, own-scans holdout {scans}, "
+        f"real-scan robustness {suite}"
+    )
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate_candidate(model_path: str, data: Mnist, spans: LabelledImages) -> Scores:
-    """The candidate's accuracy, per-digit metrics and mistakes on both test sets."""
+def evaluate_candidate(model_path: str, evidence: Evidence) -> Scores:
+    """The candidate's accuracy, per-digit metrics and mistakes on every test set."""
     from digitflow.models import load_model
 
-    scores = score(load_model(model_path), data, spans)
+    scores = score(load_model(model_path), evidence)
     get_run_logger().info("candidate: %s", _scores_line(scores))
     return scores
 
 
+def _comparison(alias: str, serving: Serving) -> tuple[str, str | None]:
+    """How the reasons name the baseline, and the rule that chose it when it is not production."""
+    if not serving.retired:
+        return alias, None
+    retired = retired_line(alias, serving.production, serving.retired)
+    if serving.baseline is None:
+        return alias, retired
+    name = label(serving.baseline)
+    return name, f"{retired}; compared with {name}, the best model trained on active data only"
+
+
 @task(cache_policy=NO_CACHE)
-def evaluate_production(
-    store: str | None, alias: str, data: Mnist, spans: LabelledImages
-) -> Production | None:
-    """The model `alias` points to now, on the same images; None when the alias is unset."""
-    models, logger = ModelStore(store), get_run_logger()
-    version = models.aliases().get(alias)
-    if version is None:
+def evaluate_baseline(
+    store: str | None,
+    alias: str,
+    serving: Serving,
+    evidence: Evidence,
+    candidate: Candidate,
+    scores: Scores,
+) -> Baseline | None:
+    """The baseline on the same images (None: `alias` has no model): production, or, when it
+    was trained on retired spans, the best model trained on active data only that has served
+    (none: the floors alone). A model that no longer loads must not block the nightly."""
+    logger, (name, rule) = get_run_logger(), _comparison(alias, serving)
+    version = serving.baseline
+    if serving.production is None:
         logger.info("no %s model yet", alias)
         return None
+    if version is None:
+        return Baseline(name, None, None, NO_ACTIVE_BASELINE, rule)
+    if candidate.registered is not None and candidate.registered.version == version:
+        return Baseline(name, version, scores, rule=rule)  # the same model: the same scores
+    what = f"{alias} {label(version)}" if name == alias else name
     try:
-        scores = score(models.load_model(version), data, spans)
+        theirs = score(ModelStore(store).load_model(version), evidence)
     except Exception as error:  # whatever broke it, the candidate is judged on the floors
-        problem = f"{alias} {label(version)} cannot be evaluated: {_one_line(error)}"
+        problem = f"{what} cannot be evaluated: {_one_line(error)}"
         logger.warning(problem)
-        return Production(version, None, problem)
-    logger.info("%s is %s: %s", alias, label(version), _scores_line(scores))
-    return Production(version, scores)
+        return Baseline(name, version, None, problem, rule)
+    logger.info("%s: %s", what, _scores_line(theirs))
+    return Baseline(name, version, theirs, rule=rule)
 
 
-@task(cache_policy=NO_CACHE)
-def gate(candidate: Scores, production: Production | None, thresholds: Thresholds) -> Decision:
-    """Apply the promotion rules; the decision carries its reason."""
-    theirs = None if production is None else production.scores
-    holdout = None
-    if candidate.holdout is not None:
-        holdout = Holdout(candidate.holdout, None if theirs is None else theirs.holdout)
-    problem = None if production is None else production.problem
-    return decide(
-        candidate.test, None if theirs is None else theirs.test, thresholds, problem, holdout
-    )
+gate = task(decide, name="gate", cache_policy=NO_CACHE)
 
 
-def _holdout_metrics(holdout: Evaluation | None) -> dict[str, Any] | None:
-    return None if holdout is None else {"accuracy": holdout.accuracy, "count": holdout.count}
+def _score(evaluation: Evaluation | None) -> Score | None:
+    return None if evaluation is None else Score.from_evaluation(evaluation)
 
 
-def candidate_metadata(
+def candidate_card(
     options: RetrainOptions,
     training: Training,
     data: Mnist,
     spans: LabelledImages,
     identity: str,
     candidate: Scores,
+    baseline: Baseline | None,
     decision: Decision,
-    production: Production | None,
-) -> dict[str, Any]:
+) -> ModelCard:
     """What the store records with the candidate: metrics, provenance, the spans it learned
     from, its identity, its reference prediction profile and the gate's verdict."""
     limits = {"train_limit": options.train_limit, "test_limit": options.test_limit}
-    test = candidate.test
-    metadata = build_metadata(
-        metrics={
-            "accuracy": test.accuracy,
-            "loss": test.loss,
-            "test_images": test.count,
-            "recall": {str(m.digit): m.recall for m in test.per_digit},
-        },
+    theirs = None if baseline is None or baseline.scores is None else baseline.scores.holdout
+    suite = candidate.robustness
+    return build_card(
+        metrics=Metrics.from_evaluation(candidate.test),
         params={**training.settings.to_dict(), **limits, "force": options.force},
         architecture=training.settings.architecture,
         dataset_checksum=data.checksum,
         flow_run_id=str(flow_run.id),
+        identity=identity,
+        spans=SpanUse(
+            names=spans.spans,
+            checksum=spans.checksum,
+            train_images=len(spans.y_train),
+            holdout_images=len(spans.y_holdout),
+        ),
+        holdout=HoldoutScores(_score(candidate.holdout), _score(theirs)),
+        reference=Reference.from_profile(candidate.test.profile),
+        robustness=None if suite is None else Robustness.from_score(suite),
+        gate=GateVerdict.from_decision(
+            decision,
+            asdict(options.thresholds),
+            None if baseline is None else baseline.version,
+        ),
     )
-    theirs = None if production is None else production.scores
-    metadata["identity"] = identity
-    metadata["spans"] = {
-        "names": list(spans.spans),
-        "checksum": spans.checksum,
-        "train_images": len(spans.y_train),
-        "holdout_images": len(spans.y_holdout),
-    }
-    metadata["holdout"] = {
-        "candidate": _holdout_metrics(candidate.holdout),
-        "production": None if theirs is None else _holdout_metrics(theirs.holdout),
-    }
-    metadata["reference"] = test.profile.to_dict()
-    metadata["gate"] = {
-        **decision.to_dict(),
-        "thresholds": asdict(options.thresholds),
-        "compared_with": None if production is None else production.version,
-    }
-    return metadata
 
 
 @task(cache_policy=NO_CACHE)
-def register_candidate(
-    store: str | None, model_path: str, metadata: dict[str, Any]
-) -> ModelVersion:
+def register_candidate(store: str | None, model_path: str, card: ModelCard) -> ModelVersion:
     """Copy the candidate into the store as a new version, whatever the gate said."""
-    version = ModelStore(store).register(model_path, metadata)
+    version = ModelStore(store).register(model_path, card)
     get_run_logger().info("registered %s at %s", label(version.version), version.model_uri)
     return version
 
@@ -439,10 +556,10 @@ def lost_race(winner: int | None) -> str:
 
 
 def promote_if_passed(
-    options: RetrainOptions, version: int, decision: Decision, production: Production | None
+    options: RetrainOptions, version: int, decision: Decision, expected: int | None
 ) -> Promotion:
-    """Promote a candidate that passed the gate, by compare-and-swap against what it saw."""
-    expected = None if production is None else production.version
+    """Promote a candidate that passed the gate, by compare-and-swap against `expected`, the
+    version `alias` pointed to when the run looked."""
     if not decision.promote:
         return Promotion(False, expected, decision.reason)
     actor = f"prefect-flow-run:{flow_run.id}"
@@ -455,40 +572,39 @@ def promote_if_passed(
 @task(cache_policy=NO_CACHE)
 def publish_report(
     options: RetrainOptions,
-    training: Training,
+    candidate: Candidate,
     spans: LabelledImages,
     registered: ModelVersion,
-    candidate: Scores,
-    production: Production | None,
+    scores: Scores,
+    baseline: Baseline | None,
     decision: Decision,
     promotion: Promotion,
     image: Path,
 ) -> None:
     """The markdown report (image inline), per-digit table and the store's nightly history."""
     models = ModelStore(options.store)
-    theirs = None if production is None else production.scores
     summary = RunSummary(
         candidate_version=registered.version,
         candidate_uri=registered.model_uri,
-        candidate=candidate.test,
-        candidate_holdout=candidate.holdout,
-        production_version=None if production is None else production.version,
-        production=None if theirs is None else theirs.test,
-        production_holdout=None if theirs is None else theirs.holdout,
+        candidate=scores,
+        baseline=baseline,
         decision=decision,
         promoted=promotion.promoted,
+        after=promotion.after,
         outcome=promotion.reason,
         thresholds=options.thresholds,
         alias=options.alias,
         store_root=models.root,
-        training=training.line(),
+        training=candidate.about,
         spans=spans.spans,
         report_image=image,
     )
     publish(summary, history_rows(models.list_versions(), models.history(), options.alias))
 
 
-def final_state(version: int, candidate: Evaluation, promotion: Promotion, image: Path) -> State:
+def final_state(
+    subject: str, version: int, candidate: Evaluation, promotion: Promotion, image: Path
+) -> State:
     """`Promoted` or `Not promoted`, both Completed, with the outcome as the run's result."""
     outcome = RetrainOutcome(
         promoted=promotion.promoted,
@@ -500,13 +616,22 @@ def final_state(version: int, candidate: Evaluation, promotion: Promotion, image
     )
     return Completed(
         name=PROMOTED if promotion.promoted else NOT_PROMOTED,
-        message=f"candidate v{version} {promotion.reason}",
+        message=f"{subject} {promotion.reason}",
         data=outcome,
     )
 
 
 def _one_line(error: BaseException) -> str:
     return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def judged(store: str | None, same: int | None, data: Mnist, settings: TrainConfig) -> Candidate:
+    """The version with the run's identity if there is one, else a model trained now (or
+    reused from the cache)."""
+    if same is not None:
+        return registered_candidate(store, same)
+    training = train_or_reuse(data, settings)
+    return Candidate(training.path, training.line(), training=training)
 
 
 @flow(name="retrain", description="Train, evaluate, gate and promote the digit model.")
@@ -521,22 +646,29 @@ def retrain(options: RetrainOptions) -> State:
     check_store(options.store)
     spans = load_spans(options.store)
     data = with_spans(load_data(options.train_limit, options.test_limit), spans)
+    evidence = Evidence(data, spans, load_robustness_suite(options.robustness_images))
     identity = run_identity(data, settings)
-    same = trained_before(options.store, identity)
-    if same is not None and not options.force:
-        return unchanged(same)
-    training = train_or_reuse(data, settings)
-    candidate = evaluate_candidate(training.path, data, spans)
-    production = evaluate_production(options.store, options.alias, data, spans)
-    decision = gate(candidate, production, options.thresholds)
-    metadata = candidate_metadata(
-        options, training, data, spans, identity, candidate, decision, production
-    )
-    registered = register_candidate(options.store, training.path, metadata)
-    image = render_report_image(data, candidate.test, registered.version)
+    looked_for = None if options.force else identity
+    serving = look_up(options.store, options.alias, looked_for, spans.spans)
+    candidate = judged(options.store, serving.same, data, settings)
+    scores = evaluate_candidate(candidate.path, evidence)
+    baseline = evaluate_baseline(options.store, options.alias, serving, evidence, candidate, scores)
+    decision = gate(scores, baseline, options.thresholds)
+    if decision.promote and serving.serves_already:
+        return unchanged(options.alias, serving.same, decision)
+    registered = candidate.registered
+    if candidate.training is not None:
+        card = candidate_card(
+            options, candidate.training, data, spans, identity, scores, baseline, decision
+        )
+        registered = register_candidate(options.store, candidate.path, card)
+    image = render_report_image(data, scores.test, registered.version)
     # The one step that changes production, last but for publishing what happened.
-    promotion = promote_if_passed(options, registered.version, decision, production)
+    promotion = promote_if_passed(options, registered.version, decision, serving.production)
     publish_report(
-        options, training, spans, registered, candidate, production, decision, promotion, image
+        options, candidate, spans, registered, scores, baseline, decision, promotion, image
     )
-    return final_state(registered.version, candidate.test, promotion, image)
+    subject = f"candidate {label(registered.version)}"
+    if candidate.training is None:
+        subject += " (trained before on the same data and config)"
+    return final_state(subject, registered.version, scores.test, promotion, image)

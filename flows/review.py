@@ -8,9 +8,15 @@ be given) it picks the rows below a confidence (or every row), lowest confidence
   the model saw it (28x28, upscaled) beside the original (grey, upright), with its row number,
   predicted digit and confidence;
 - `index.html`: a static page showing the sheets, each followed by its rows' full paths;
-- `labels.csv`: `path,label`, prefilled with the predictions, paths exactly as in the results;
-  row N of the sheets is its Nth line after the header. Corrected, it goes back in with
-  `digitflow data add DIR/labels.csv`.
+- `labels.csv`: `path,label,predicted,source`, each label prefilled with the prediction and
+  marked as the model's guess (`source` `model:v7`, the results' model_version); row N of the
+  sheets is its Nth line after the header. A person edits a wrong label, and sets `source` to
+  `person` where the prefilled label is right; `digitflow data add DIR/labels.csv` takes it
+  back, and refuses rows still a model's guess (`model_store.span_rows`).
+
+Paths follow the rule of every CSV file digitflow reads (`model_store.span_rows.resolve_path`):
+a relative path in a results file is relative to that file's folder; labels.csv gets it
+absolute, so `data add` finds the same file wherever labels.csv is.
 
 The folder is checked, and created, before anything is drawn. A row whose digit is not one of
 0-9 or whose confidence is not a probability (`nan`, `inf`, out of 0-1) is not trusted: it
@@ -40,9 +46,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from digitflow import objects
 from digitflow.labels import parse_digit
-from digitflow.listing import MAX_FILE_MIB, UnreadableError, path_bytes
+from digitflow.listing import MAX_FILE_MIB, UnreadableError, path_bytes, path_text
 from digitflow.preprocess import PreprocessError, to_mnist
 from digitflow.preprocess.decode import grayscale, open_image
+from model_store.span_rows import GUESS, csv_folder, resolve_path
 
 PAGE, LABELS = "index.html", "labels.csv"
 MAX_LIMIT = 1_000  # rows a review takes: ~5 s, ~130 MB peak; more is for another round
@@ -63,12 +70,14 @@ class ReviewError(Exception):
 
 @dataclass(frozen=True)
 class Row:
-    """One results row: the path as the job wrote it, the predicted digit, its probability;
-    None for a digit that is not one of 0-9 or a confidence that is not a probability."""
+    """One results row: its path (resolved, as `path_text` writes it), the predicted digit, its
+    probability (None for a digit that is not one of 0-9 or a confidence that is not a
+    probability) and the model that predicted it."""
 
     path: str
     digit: int | None
     confidence: float | None
+    model_version: str = ""
 
     @property
     def rank(self) -> float:
@@ -203,12 +212,12 @@ def read_rows(results: Sequence[str]) -> Iterator[Row]:
     for name in results:
         with _open_text(name) as text:
             try:
-                yield from _rows(name, csv.DictReader(text))
+                yield from _rows(name, csv.DictReader(text), csv_folder(name))
             except UnicodeDecodeError:
                 raise ReviewError(f"{name} is not a results file: not UTF-8 text") from None
 
 
-def _rows(name: str, reader: csv.DictReader) -> Iterator[Row]:
+def _rows(name: str, reader: csv.DictReader, folder: str) -> Iterator[Row]:
     missing = [column for column in NEEDED if column not in (reader.fieldnames or ())]
     if missing:
         raise ReviewError(f"{name} is not a results file: no column {', '.join(missing)}")
@@ -216,7 +225,13 @@ def _rows(name: str, reader: csv.DictReader) -> Iterator[Row]:
         path, digit, confidence = (record[column] for column in NEEDED)
         if path is None or digit is None or confidence is None:  # fewer cells than columns
             raise ReviewError(f"{name}, line {reader.line_num}: not a results row")
-        yield Row(path, parse_digit(digit), _probability(confidence))
+        version = record.get("model_version") or ""
+        yield Row(_resolved(path, folder), parse_digit(digit), _probability(confidence), version)
+
+
+def _resolved(path: str, folder: str) -> str:
+    """`path` as the results file names it, resolved from the file's `folder`, as text."""
+    return path_text(resolve_path(path, folder)) if path else path
 
 
 def _probability(text: str) -> float | None:
@@ -335,7 +350,8 @@ def index_html(rows: Sequence[Row], title: str) -> str:
         "<style>body{font-family:sans-serif;margin:16px}img{max-width:100%}"
         "li{font-size:12px;overflow-wrap:anywhere}</style>\n</head>\n<body>\n"
         f"<h1>{html.escape(title)}</h1>\n"
-        f"<p>Correct the labels in {LABELS} (row N is its line N after the header), then "
+        f"<p>Correct the labels in {LABELS} (row N is its line N after the header) and set "
+        "<code>source</code> to <code>person</code> where the prefilled label is right, then "
         f"<code>digitflow data add {LABELS}</code>.</p>\n{sections}\n</body>\n</html>\n"
     )
 
@@ -352,12 +368,14 @@ def _sheet_section(page: int, first: int, rows: Sequence[Row]) -> str:
 
 
 def labels_csv(rows: Sequence[Row]) -> str:
-    """`path,label`, each label the prediction (blank for an untrusted row), in the sheets'
-    order."""
+    """`path,label,predicted,source` in the sheets' order: each label the prediction (blank
+    for an untrusted row), marked as the model's guess."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)  # "\r\n" ends records: a `\r` or `\n` in a path gets quoted
-    writer.writerow(("path", "label"))
-    writer.writerows((row.path, row.digit if row.trusted else "") for row in rows)
+    writer.writerow(("path", "label", "predicted", "source"))
+    for row in rows:
+        digit = row.digit if row.trusted else ""
+        writer.writerow((row.path, digit, digit, f"{GUESS}{row.model_version or 'unknown'}"))
     return buffer.getvalue()
 
 

@@ -58,10 +58,15 @@ def review_command(
 
     OUT/index.html: the sheets on one static page, with every row's full path.
 
-    OUT/labels.csv: path,label prefilled with the predictions, in the sheets' order (blank
-    where the results give no valid digit and confidence).
+    OUT/labels.csv: path,label,predicted,source in the sheets' order, each label prefilled
+    with the prediction (blank where the results give no valid digit and confidence) and its
+    source model:vN, the model's guess. A row counts as reviewed once its label differs from
+    predicted or its source is anything else (person): edit wrong labels, set source to person
+    where the label is right. Paths are absolute (a relative path in RESULTS.csv is relative
+    to that file's folder).
 
-    Correct the labels, then: digitflow data add OUT/labels.csv
+    Then: digitflow data add OUT/labels.csv (it refuses rows still a model's guess, unless
+    --accept-unreviewed: those train, never judge a model).
     """
     from flows.review import ReviewError, review
 
@@ -89,5 +94,7 @@ def review_command(
     for path in written.files:
         console.print(f"  {path}", markup=False)
     console.print(
-        f"correct the labels, then: digitflow data add {out / 'labels.csv'}", markup=False
+        "correct the wrong labels, set source to person where the label is right, then: "
+        f"digitflow data add {out / 'labels.csv'}",
+        markup=False,
     )

@@ -7,6 +7,19 @@ the span API (numpy, Pillow) is imported on first use of one of its names.
 
 from typing import Any
 
+from model_store.card import (
+    SCHEMA_VERSION,
+    GateCheck,
+    GateVerdict,
+    HoldoutScores,
+    InvalidCard,
+    Metrics,
+    ModelCard,
+    Reference,
+    Robustness,
+    Score,
+    SpanUse,
+)
 from model_store.errors import (
     AliasNotFound,
     CorruptVersion,
@@ -16,7 +29,7 @@ from model_store.errors import (
     StoreError,
     VersionNotFound,
 )
-from model_store.metadata import build_metadata, default_actor
+from model_store.metadata import build_card, build_metadata, default_actor
 from model_store.records import (
     CorruptEntry,
     HistoryEntry,
@@ -31,24 +44,36 @@ _SPAN_NAMES = ("AddResult", "LabelledImages", "Span", "SpanStore", "split_of")
 
 __all__ = [
     "ANY",
+    "SCHEMA_VERSION",
     "AddResult",
     "AliasNotFound",
     "CorruptEntry",
     "CorruptVersion",
+    "GateCheck",
+    "GateVerdict",
     "HistoryEntry",
     "HistoryLog",
+    "HoldoutScores",
+    "InvalidCard",
     "InvalidModel",
     "InvalidReference",
     "LabelledImages",
+    "Metrics",
+    "ModelCard",
     "ModelStore",
     "ModelVersion",
     "PromotionConflict",
+    "Reference",
     "ResolvedModel",
+    "Robustness",
+    "Score",
     "Span",
     "SpanStore",
+    "SpanUse",
     "StoreError",
     "VersionListing",
     "VersionNotFound",
+    "build_card",
     "build_metadata",
     "default_actor",
     "split_of",

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+from model_store.card import InvalidCard, Metrics
 from model_store.errors import PromotionConflict, StoreError
 from model_store.metadata import default_actor
 from model_store.records import CorruptEntry, HistoryEntry, ModelVersion
@@ -99,9 +100,12 @@ def show(
 def register_model(
     path: Annotated[Path, typer.Argument(help="The .keras model file to copy in.")],
     metrics_json: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            help="JSON object of metrics, e.g. the output of `digitflow evaluate MODEL --json`."
+            metavar="FILE|JSON",
+            show_default=False,
+            help="A JSON object of metrics, in a file or inline, e.g. the output of "
+            "`digitflow evaluate MODEL --json`; fractions must be in [0, 1].",
         ),
     ] = None,
     reason: ReasonOption = None,
@@ -110,7 +114,8 @@ def register_model(
 ) -> None:
     """Register a model file as the next version (it is not promoted)."""
     with _errors():
-        metadata: dict[str, Any] = {"metrics": _read_metrics(metrics_json) if metrics_json else {}}
+        metrics = _read_metrics(metrics_json) if metrics_json is not None else {}
+        metadata: dict[str, Any] = {"metrics": metrics}
         metadata["registered_by"] = default_actor()
         if reason:
             metadata["reason"] = reason
@@ -226,15 +231,22 @@ def _expected(option: str | None) -> Expected:
     return None if option == "none" else option
 
 
-def _read_metrics(path: Path) -> dict[str, Any]:
+def _read_metrics(option: str) -> dict[str, Any]:
+    """`--metrics-json`: a JSON object inline (it starts with `{`) or in a file, checked
+    against the model card's metrics; StoreError, in one line, if it is not valid."""
+    inline = option.lstrip().startswith("{")
+    where = "--metrics-json" if inline else f"--metrics-json {option}"
     try:
-        metrics = json.loads(path.read_text())
+        metrics = json.loads(option if inline else Path(option).read_text())
     except (OSError, ValueError) as error:
-        raise StoreError(f"--metrics-json {path}: {error}") from None
+        raise StoreError(f"{where}: {error}") from None
     if not isinstance(metrics, dict):
-        raise StoreError(f"--metrics-json {path}: expected a JSON object")
+        raise StoreError(f"{where}: expected a JSON object, got {type(metrics).__name__}")
     metrics.pop("model", None)  # `evaluate --json` names the pre-registration file; drop it
-    return metrics
+    try:
+        return Metrics.from_dict(metrics).to_dict()
+    except InvalidCard as error:
+        raise StoreError(f"{where}: {error}") from None
 
 
 def _when(iso: str) -> str:
@@ -243,7 +255,7 @@ def _when(iso: str) -> str:
 
 
 def _accuracy(version: ModelVersion) -> str:
-    accuracy = version.metrics.get("accuracy")
+    accuracy = version.card.metrics.accuracy
     return "-" if accuracy is None else f"{accuracy:.4f}"
 
 

@@ -1,4 +1,7 @@
-"""What a version records about itself: metrics, provenance, library versions, who acted."""
+"""What a version records about itself: metrics, provenance, library versions, who acted.
+
+The record itself is the typed `model_store.card.ModelCard`; this module fills in provenance.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
+
+from model_store.card import Metrics, ModelCard
 
 LIBRARIES = ("digitflow", "keras", "tensorflow", "numpy", "apache-beam", "prefect")
 
@@ -57,6 +62,31 @@ def default_actor() -> str:
     return f"cli:{user}@{socket.gethostname()}"
 
 
+def build_card(
+    *,
+    metrics: Metrics | dict[str, Any],
+    params: dict[str, Any],
+    architecture: str,
+    dataset_checksum: str,
+    flow_run_id: str | None = None,
+    **parts: Any,
+) -> ModelCard:
+    """A model card for `ModelStore.register`, provenance filled in (created now, this code's
+    commit, the installed library versions); `parts` are the card's other fields (`identity`,
+    `spans`, `holdout`, `reference`, `gate`, `robustness`, ...). InvalidCard on a bad value."""
+    return ModelCard(
+        metrics=metrics,  # type: ignore[arg-type]  # a dict is read as Metrics.from_dict
+        params=params,
+        architecture=architecture,
+        dataset_checksum=dataset_checksum,
+        flow_run_id=flow_run_id,
+        created_at=now_iso(),
+        code_version=code_version(),
+        library_versions=library_versions(),
+        **parts,
+    )
+
+
 def build_metadata(
     *,
     metrics: dict[str, Any],
@@ -65,16 +95,15 @@ def build_metadata(
     dataset_checksum: str,
     flow_run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Metadata for `ModelStore.register`, with provenance filled in."""
-    return complete(
-        {
-            "metrics": metrics,
-            "params": params,
-            "architecture": architecture,
-            "dataset_checksum": dataset_checksum,
-            "flow_run_id": flow_run_id,
-        }
+    """`build_card(...).to_dict()`: the card as a dict, checked, for callers that add keys."""
+    card = build_card(
+        metrics=metrics,
+        params=params,
+        architecture=architecture,
+        dataset_checksum=dataset_checksum,
+        flow_run_id=flow_run_id,
     )
+    return card.to_dict()
 
 
 def complete(metadata: dict[str, Any]) -> dict[str, Any]:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
+
+from model_store.card import ModelCard
 
 
 @dataclass(frozen=True)
 class ModelVersion:
-    """One immutable registered version and the aliases that currently point to it."""
+    """One immutable registered version and the aliases that currently point to it.
+
+    `metadata` is the version's metadata.json as stored; `card` is the same, typed.
+    """
 
     version: int
     created_at: str
@@ -17,6 +23,11 @@ class ModelVersion:
     aliases: tuple[str, ...]
     metadata: dict[str, Any]
     model_uri: str
+
+    @cached_property
+    def card(self) -> ModelCard:
+        """The version's model card (the store checked it when it read the metadata)."""
+        return ModelCard.from_dict(self.metadata)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form used by `digitflow models ... --json`."""
@@ -41,6 +52,11 @@ class ResolvedModel:
     local_path: Path
     uri: str
     metadata: dict[str, Any]
+
+    @cached_property
+    def card(self) -> ModelCard:
+        """The model card: a version's, or for a file outside just its `model_sha256`."""
+        return ModelCard.from_dict(self.metadata)
 
     @property
     def sha256(self) -> str:

@@ -19,13 +19,14 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from enum import Enum
-from numbers import Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from digitflow import config
+from model_store.card import SCHEMA_VERSION, InvalidCard, ModelCard
 from model_store.errors import (
     AliasNotFound,
     CorruptVersion,
@@ -36,7 +37,7 @@ from model_store.errors import (
 )
 from model_store.files import ChecksumMismatch, WriteConflict, copy_stream, is_uri, sha256_file
 from model_store.keras_file import describe, read_config
-from model_store.metadata import complete, now_iso, to_json
+from model_store.metadata import code_version, complete, library_versions, now_iso, to_json
 from model_store.records import (
     CorruptEntry,
     HistoryEntry,
@@ -56,7 +57,7 @@ MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 ALIASES_FILE = "aliases.json"
 _VERSION_DIR = re.compile(r"[1-9][0-9]*")
-FIXED_METADATA = frozenset({"version", "model_sha256", "created_at"})
+FIXED_METADATA = frozenset({"version", "model_sha256", "created_at", "schema_version"})
 """Metadata keys set at registration that `annotate` never changes."""
 _SNIPPET = 60  # characters of an unreadable history entry quoted in its problem
 _ROUNDS = 30
@@ -93,25 +94,32 @@ class ModelStore:
 
     # --- versions -------------------------------------------------------------------------
 
-    def register(self, model_path: str | Path, metadata: dict[str, Any]) -> ModelVersion:
+    def register(
+        self, model_path: str | Path, metadata: ModelCard | Mapping[str, Any]
+    ) -> ModelVersion:
         """Copy a `.keras` file in as the next version; it appears only once complete.
 
-        The copy must pass infra validation (`model_store.validation`), else InvalidModel.
+        `metadata` is the version's model card, or a dict of it (any shape `ModelCard.from_dict`
+        reads); a bad value is refused with InvalidCard (a StoreError) before anything is
+        copied. The store sets `version` and `model_sha256`, and fills `created_at`,
+        `architecture`, `code_version` and `library_versions` when they are not given. The
+        copy must pass infra validation (`model_store.validation`), else InvalidModel.
         """
         source = Path(model_path)
         if not source.exists():
             raise StoreError(f"model file not found: {source}")
         if source.is_dir():
             raise StoreError(f"{source} is a directory; register a zipped .keras file")
-        _check_metadata(metadata)
-        record = complete(metadata)
+        card = _new_card(metadata)
         with self._storage.staging() as staged:
             with source.open("rb") as src, (staged / MODEL_FILE).open("wb") as dst:
-                record["model_sha256"] = copy_stream(src, dst)
+                sha256 = copy_stream(src, dst)
             # Check the copy, not the source: it is what readers will get.
             model_config = read_config(staged / MODEL_FILE, str(source))
             validate(staged / MODEL_FILE, str(source))
-            record.setdefault("architecture", describe(model_config))
+            architecture = card.architecture or describe(model_config)
+            card = replace(card, model_sha256=sha256, architecture=architecture)
+            record = card.to_dict()
             numbers = itertools.count(max(self._numbers(), default=0) + 1)
             version = self._retried(
                 "versions/", lambda: self._publish(staged, record, next(numbers))
@@ -182,7 +190,7 @@ class ModelStore:
             if metadata is None:
                 raise VersionNotFound(f"version {label(number)} does not exist in {self.root}")
             record = {**metadata, **updates}
-            _check_metadata(record)
+            _card_of(record)
             self._storage.write_if(name, _encode(record), token, history=None)
 
         self._retried(name, merge)
@@ -315,6 +323,11 @@ class ModelStore:
                 f"{label(number)}: {METADATA_FILE} is not valid JSON ({exc})"
             ) from None
         problem = _metadata_problem(number, data)
+        if problem is None:
+            try:
+                ModelCard.from_dict(data)
+            except InvalidCard as exc:
+                problem = str(exc)
         if problem:
             raise CorruptVersion(f"{label(number)}: {METADATA_FILE} is corrupt: {problem}")
         return data, token
@@ -420,14 +433,32 @@ def _history_problem(number: int, total: int, line: str, exc: Exception) -> str:
     return f"history entry {number} ({where}) is unreadable and skipped: {snippet!r} ({exc!r})"
 
 
-def _check_metadata(metadata: Any) -> None:
-    """Metadata must be a dict with a dict of metrics whose accuracy, if given, is a number."""
-    metrics = metadata.get("metrics", {}) if isinstance(metadata, dict) else None
-    if not isinstance(metrics, dict):
-        raise StoreError("metadata must be a dict and its 'metrics' a dict")
-    accuracy = metrics.get("accuracy")
-    if accuracy is not None and (isinstance(accuracy, bool) or not isinstance(accuracy, Real)):
-        raise StoreError(f"metrics accuracy must be a number, got {accuracy!r}")
+def _card_of(metadata: Any) -> ModelCard:
+    """The card of a metadata dict; InvalidCard, naming the field, if a value is bad."""
+    if isinstance(metadata, ModelCard):
+        return metadata
+    if not isinstance(metadata, Mapping):
+        raise InvalidCard(f"metadata must be a ModelCard or a dict, got {type(metadata).__name__}")
+    return ModelCard.from_dict(metadata)
+
+
+def _new_card(metadata: ModelCard | Mapping[str, Any]) -> ModelCard:
+    """The card a registration writes: the caller's, provenance filled in, in today's schema.
+
+    InvalidCard for a bad value, StoreError for one that is not plain JSON (NaN, an object).
+    """
+    if isinstance(metadata, ModelCard):
+        card = metadata
+        if card.created_at is None:
+            card = replace(card, created_at=now_iso())
+        if card.library_versions is None:
+            known = card.code_version or code_version()
+            card = replace(card, library_versions=library_versions(), code_version=known)
+    else:
+        _card_of(metadata)  # a bad value is named as the caller gave it
+        card = _card_of(complete({"schema_version": SCHEMA_VERSION, **metadata}))
+    _encode(card.to_dict())
+    return card
 
 
 def _check_change(alias: str, reason: str, actor: str) -> None:

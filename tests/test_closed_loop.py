@@ -1,7 +1,8 @@
 """The closed loop, end to end on real images: a nightly run promotes a model, a bulk run
-classifies scans, a person reviews and corrects the labels, `data add` stores them as a span,
-the next nightly trains on it and is judged on its holdout, an identical night registers
-nothing, and a bulk run of one digit is reported as drift."""
+classifies scans, a person reviews and corrects the labels (the unedited review is refused:
+v1's own answers must never judge v1), `data add` stores them as a span, the next nightly
+trains on it and is judged on its holdout, an identical night registers nothing, and a bulk
+run of one digit is reported as drift."""
 
 from __future__ import annotations
 
@@ -55,6 +56,12 @@ def test_reviewed_scans_train_the_next_nightly_and_bulk_runs_report_drift(
     predicted = {row["path"]: row["digit"] for row in read_csv(results)}
     prefilled = read_csv(reviewed)
     assert {row["path"]: row["label"] for row in prefilled} == predicted
+    assert {row["source"] for row in prefilled} == {"model:v1"}
+    unedited = subprocess.run(
+        [DIGITFLOW, "data", "add", str(reviewed)], capture_output=True, text=True
+    )
+    assert unedited.returncode == 1  # v1's own answers would score v1 at 100% on the holdout
+    assert f"{SCANS} of {SCANS} rows are a model's unconfirmed guesses" in unedited.stderr
     with reviewed.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "label"])
@@ -70,9 +77,9 @@ def test_reviewed_scans_train_the_next_nightly_and_bulk_runs_report_drift(
     assert trained["spans"]["names"] == ["desk-scans"]
     assert trained["holdout"]["candidate"]["count"] == len(images.x_holdout)
 
-    third = run_flow()
-    assert third.name == "Unchanged", third.message
-    assert third.message == "unchanged: v2 was trained on the same data and config"
+    third = run_flow()  # the same data and config: nothing trains, the decision stands
+    expected = "Unchanged" if second.name == "Promoted" else "Not promoted"
+    assert third.name == expected, third.message
     assert [version.version for version in ModelStore().list_versions()] == [1, 2]
 
     ones = np.flatnonzero(mnist.y_test == 1)[:SCANS]

@@ -3,6 +3,7 @@ against a model registered with its reference profile."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from beam_jobs.classify import run
 from beam_jobs.drift import NO_DRIFT, NO_REFERENCE, compare, psi, reference_profile
 from digitflow.evaluate import PredictionProfile, evaluate
 from digitflow.scans import write_scans
-from model_store import ModelStore
+from model_store import CorruptVersion, InvalidCard, Metrics, ModelStore, Reference, build_card
 
 IN_PROCESS = "--direct_running_mode=in_memory"
 LIMITS = {"max_psi": 0.25, "max_low_confidence_ratio": 3.0, "min_images": 100}
@@ -76,6 +77,39 @@ def test_reference_profile_from_metadata():
     assert reference_profile({"reference": REFERENCE.to_dict()}) == REFERENCE
     assert reference_profile({"metrics": {}}) is None
     assert reference_profile({"reference": {"digit_share": [1.0]}}) is None
+
+
+def test_drift_reads_the_reference_through_the_model_card(model_file: Path, mnist) -> None:
+    import keras
+
+    evaluation = evaluate(
+        keras.saving.load_model(model_file), mnist.x_test[:500], mnist.y_test[:500]
+    )
+    store = ModelStore()
+    card = build_card(
+        metrics=Metrics.from_evaluation(evaluation),
+        params={},
+        architecture="dense",
+        dataset_checksum="sha256:test",
+        reference=Reference.from_profile(evaluation.profile),
+    )
+    store.register(model_file, card)
+    store.promote(1, reason="test", actor="test")
+
+    resolved = store.resolve("production")
+    assert resolved.card.reference == Reference.from_profile(evaluation.profile)
+    assert reference_profile(resolved.card) == evaluation.profile
+    assert reference_profile(resolved.metadata) == evaluation.profile  # what the bulk job passes
+    assert reference_profile(store.resolve(model_file).card) is None  # a file: no reference
+    # A reference that is not a profile never reaches a bulk run: refused at registration, and
+    # one written on disk makes the version corrupt (one line), not a silent "no reference".
+    bad = {**evaluation.profile.to_dict(), "digit_share": [1.0]}
+    with pytest.raises(InvalidCard, match=r"^reference\.digit_share must be 10 numbers"):
+        store.register(model_file, {"metrics": {}, "reference": bad})
+    path = Path(store.root) / "versions" / "1" / "metadata.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "reference": bad}))
+    with pytest.raises(CorruptVersion, match=r"reference\.digit_share must be 10 numbers"):
+        store.resolve("production")
 
 
 @pytest.fixture

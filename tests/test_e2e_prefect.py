@@ -328,6 +328,7 @@ def test_served_schedule_fires_completes_promotes_and_shows_in_the_ui(
             "max_regression": 0.002,
             "min_holdout": 50,
             "holdout_tolerance": 0.01,
+            "robustness_tolerance": 0.005,
             "force": False,
             "alias": "production",
         }

@@ -148,6 +148,7 @@ def test_the_served_deployment_carries_the_schedule_and_options_given():
         "min_digit_recall": RetrainOptions.min_digit_recall,
         "min_holdout": RetrainOptions.min_holdout,
         "holdout_tolerance": RetrainOptions.holdout_tolerance,
+        "robustness_tolerance": RetrainOptions.robustness_tolerance,
         "alias": "production",
         "force": False,
     }

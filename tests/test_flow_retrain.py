@@ -30,8 +30,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 # One epoch of the MLP on 3,000 images: test accuracy ~0.81 on the first 1,000 test images,
 # its weakest digit ~0.62. The floors are lowered to match; each test raises the one it checks.
-QUICK = {"architecture": "mlp", "epochs": 1, "train_limit": 3000, "test_limit": 1000}
+# The robustness suite is cut to 10 images per style (a fifth of its images per style).
+QUICK = {
+    "architecture": "mlp",
+    "epochs": 1,
+    "train_limit": 3000,
+    "test_limit": 1000,
+    "robustness_images": 210,
+}
 LOW_FLOORS = {"min_accuracy": 0.5, "min_digit_recall": 0.3}
+ANY_ROBUSTNESS = {"robustness_tolerance": 1.0}  # for tests of other rules, on 210 images
 
 
 def run_flow(**parameters):
@@ -45,7 +53,13 @@ def run_cli(*args: str):
     """`digitflow retrain ...` in this process, with the same quick settings (later args win)."""
     app = typer.Typer()
     register(app)
-    quick = ["--arch=mlp", "--epochs=1", "--train-limit=3000", "--test-limit=1000"]
+    quick = [
+        "--arch=mlp",
+        "--epochs=1",
+        "--train-limit=3000",
+        "--test-limit=1000",
+        "--robustness-images=210",
+    ]
     floors = ["--min-accuracy=0.5", "--min-digit-recall=0.3"]
     return CliRunner().invoke(app, ["retrain", *quick, *floors, *args])
 
@@ -84,7 +98,7 @@ def test_first_run_promotes_records_why_and_publishes_artifacts(digitflow_home: 
     metadata = store.get(1).metadata
     assert metadata["flow_run_id"] == str(run_id)
     assert metadata["metrics"]["accuracy"] == pytest.approx(outcome.accuracy)
-    assert metadata["metrics"]["test_images"] == 1000
+    assert metadata["metrics"]["count"] == 1000
     assert metadata["dataset_checksum"].endswith("[:3000,:1000]")
     assert metadata["gate"]["promote"] is True and metadata["gate"]["compared_with"] is None
     assert metadata["params"]["architecture"] == "mlp"
@@ -123,15 +137,18 @@ def test_first_run_promotes_records_why_and_publishes_artifacts(digitflow_home: 
     assert night["own-scans accuracy"] == "-" and night["spans"] == "-"
 
 
-def test_an_identical_run_registers_nothing_and_a_forced_one_is_judged_as_usual():
+def test_an_identical_run_while_its_version_serves_and_passes_is_unchanged():
     first = run_cli()
     assert first.exit_code == 0, first.output
     assert first.stdout.splitlines()[-1].startswith("candidate v1 promoted")
 
-    same = run_cli("--min-accuracy=0.99")  # the gate's thresholds do not make a new model
+    same = run_cli()
 
     assert same.exit_code == 0, same.output
-    assert same.stdout.splitlines()[-1] == "unchanged: v1 was trained on the same data and config"
+    assert same.stdout.splitlines()[-1].startswith(
+        "unchanged: production v1 was trained on the same data and config and passes today's "
+        "gate: accuracy 0."
+    )
     assert [v.version for v in ModelStore().list_versions()] == [1]
 
     second = run_cli("--min-accuracy=0.99", "--force")
@@ -149,6 +166,36 @@ def test_an_identical_run_registers_nothing_and_a_forced_one_is_judged_as_usual(
     assert store.get(2).metadata["params"]["force"] is True
     assert store.get(2).metadata["params"]["seed"] != store.get(1).metadata["params"]["seed"]
     assert production_history(store) == [(None, 1)]
+
+
+def test_a_rerun_on_an_empty_alias_judges_the_version_trained_before_and_is_never_unchanged():
+    rejected = run_cli("--min-accuracy=0.99")
+    assert rejected.exit_code == 3, rejected.output
+    assert rejected.stdout.splitlines()[-1].startswith("candidate v1 not promoted: accuracy floor")
+
+    again = run_cli("--min-accuracy=0.99")  # still no production: judged again, not unchanged
+    staged = run_cli("--min-accuracy=0.1", "--alias=staging")
+
+    reused = "candidate v1 (trained before on the same data and config)"
+    assert again.exit_code == 3, again.output
+    assert again.stdout.splitlines()[-1].startswith(f"{reused} not promoted: accuracy floor")
+    assert staged.exit_code == 0, staged.output
+    assert staged.stdout.splitlines()[-1].startswith(
+        f"{reused} promoted as the first model, on the floors alone (no production model): "
+    )
+    store = ModelStore()
+    assert store.aliases() == {"staging": 1}
+    assert [v.version for v in store.list_versions()] == [1]  # nothing retrained or registered
+    [entry] = store.history("staging")
+    assert (entry.from_version, entry.to_version) == (None, 1)
+    assert entry.reason.startswith("promoted as the first model")
+
+    unchanged = run_cli("--min-accuracy=0.1", "--alias=staging")
+
+    assert unchanged.exit_code == 0, unchanged.output
+    assert unchanged.stdout.splitlines()[-1].startswith(
+        "unchanged: staging v1 was trained on the same data and config and passes today's gate"
+    )
 
 
 def test_regression_against_production_is_rejected():
@@ -173,15 +220,23 @@ def test_regression_against_production_is_rejected():
     assert "| metric | candidate v2 | production v1 |" in report
 
 
-def test_weak_digit_is_rejected_with_the_model_reused_from_the_cache():
+def test_a_serving_version_below_todays_floors_is_not_unchanged_and_forcing_reuses_the_cache():
     assert run_flow().result().promoted
-    unchanged = run_flow(min_digit_recall=0.7)
-    assert unchanged.is_completed() and unchanged.name == "Unchanged"
-    assert unchanged.message == "unchanged: v1 was trained on the same data and config"
-    assert unchanged.result() == 1
-    assert [v.version for v in ModelStore().list_versions()] == [1]
-    report = artifacts(unchanged.state_details.flow_run_id)[REPORT_KEY].data
-    assert "nothing trained or registered" in report
+    stricter = run_flow(min_digit_recall=0.7)  # the 1-epoch MLP's weakest digit is ~0.62
+
+    assert stricter.is_completed() and stricter.name == "Not promoted", stricter.message
+    assert stricter.message.startswith(
+        "candidate v1 (trained before on the same data and config) not promoted: per-digit "
+        "recall: recall below 0.7000: digit "
+    )
+    assert stricter.result().production_version == 1
+    store = ModelStore()
+    assert [v.version for v in store.list_versions()] == [1]
+    assert store.aliases() == {"production": 1}
+    assert production_history(store) == [(None, 1)]
+    report = artifacts(stricter.state_details.flow_run_id)[REPORT_KEY].data
+    assert "# Retrain: v1 NOT PROMOTED" in report
+    assert "not retrained: v1 was trained on the same data, config and code" in report
 
     state = run_flow(min_digit_recall=0.7, force=True, seed=0)  # forced, with the same seed
 
@@ -314,7 +369,7 @@ def test_a_new_span_trains_a_new_version_judged_on_its_holdout(mnist: Mnist, tmp
 
     # Neither guard is under test here: the 1-epoch MLP's weakest digit on the second run
     # varies between runs (digit 8's recall 0.17-0.26 seen, under the 0.3 floor).
-    state = run_flow(max_regression=1.0, min_digit_recall=0.0)
+    state = run_flow(max_regression=1.0, min_digit_recall=0.0, **ANY_ROBUSTNESS)
 
     assert state.name == "Promoted", state.message
     store = ModelStore()
@@ -343,3 +398,90 @@ def test_a_new_span_trains_a_new_version_judged_on_its_holdout(mnist: Mnist, tmp
     assert night["spans"] == "desk-scans"
     assert night["own-scans accuracy"] == round(on_holdout.accuracy, 4)
     assert "own-scans recall" in json.loads(found[PER_DIGIT_KEY].data)[0]
+
+
+RETIRED = "production v2 was trained on retired span desk-scans"
+
+
+def test_a_retired_span_leaves_production_for_the_version_trained_without_it(
+    mnist: Mnist, tmp_path: Path
+):
+    assert run_flow().result().promoted
+    add_span(mnist, tmp_path / "scans", "desk-scans")
+    # the weakest digit after training on the span varies (see the test above)
+    assert run_flow(max_regression=1.0, min_digit_recall=0.0, **ANY_ROBUSTNESS).result().promoted
+    SpanStore().remove("desk-scans", reason="labels were wrong", actor="test")
+
+    state = run_flow()
+
+    assert state.name == "Promoted", state.message
+    assert state.message.startswith(
+        f"candidate v1 (trained before on the same data and config) promoted ({RETIRED}; "
+        "compared with v1, the best model trained on active data only): accuracy "
+    )
+    assert "accuracy floor" not in state.message  # every check passed: details only
+    store = ModelStore()
+    assert [v.version for v in store.list_versions()] == [1, 2]  # nothing retrained
+    assert store.aliases() == {"production": 1}
+    assert production_history(store) == [(None, 1), (1, 2), (2, 1)]
+    assert RETIRED in store.history("production")[-1].reason
+    report = artifacts(state.state_details.flow_run_id)[REPORT_KEY].data
+    assert f"{RETIRED}; compared with v1" in report
+    assert "| metric | candidate v1 | compared with v1 |" in report
+    assert "production after this run: v1" in report
+
+
+def test_a_retired_span_with_no_model_trained_without_it_is_replaced_on_the_floors_alone(
+    mnist: Mnist, tmp_path: Path
+):
+    add_span(mnist, tmp_path / "scans", "desk-scans")
+    assert run_flow(min_digit_recall=0.0).result().promoted
+    SpanStore().remove("desk-scans", reason="labels were wrong", actor="test")
+
+    state = run_flow()
+
+    assert state.name == "Promoted", state.message
+    retired = "production v1 was trained on retired span desk-scans"
+    assert state.message.startswith(
+        f"candidate v2 promoted on the floors alone ({retired}; no model trained on active data "
+        "only has served): accuracy "
+    )
+    store = ModelStore()
+    assert store.aliases() == {"production": 2}
+    gate = store.get(2).metadata["gate"]
+    assert gate["compared_with"] is None
+    assert gate["checks"][1]["detail"] == "skipped: no model trained on active data only has served"
+    assert store.get(2).metadata["spans"]["names"] == []
+    report = artifacts(state.state_details.flow_run_id)[REPORT_KEY].data
+    assert retired in report
+
+
+def test_a_candidate_that_passes_on_mnist_but_is_worse_on_real_scans_is_refused():
+    mnist_rules = {"max_regression": 1.0, "min_accuracy": 0.3, "min_digit_recall": 0.0}
+    assert run_flow(train_limit=6000, **mnist_rules).result().promoted
+
+    worse = run_flow(architecture="softmax", train_limit=1000, **mnist_rules)
+
+    assert worse.name == "Not promoted", worse.message
+    assert worse.message.startswith("candidate v2 not promoted: robustness: robustness accuracy 0.")
+    assert "on 210 real-scan renderings, largest change " in worse.message
+    assert "worse than production by more than 0.0050" in worse.message
+    store = ModelStore()
+    assert store.aliases() == {"production": 1}
+    production, candidate = store.get(1).card, store.get(2).card
+    assert candidate.robustness.accuracy < production.robustness.accuracy - 0.005
+    assert candidate.robustness.count == 210
+    assert len(candidate.robustness.per_style) == 21
+    assert store.get(2).metadata["robustness"]["accuracy"] == candidate.robustness.accuracy
+    found = artifacts(worse.state_details.flow_run_id)
+    report = found[REPORT_KEY].data
+    assert "| robustness | FAIL |" in report
+    overall = f"{candidate.robustness.accuracy:.4f} | {production.robustness.accuracy:.4f} |"
+    assert f"| real-scan robustness accuracy | {overall}" in report
+    pencil = candidate.robustness.per_style["pencil"]
+    assert f"| pencil | {pencil:.4f} | {production.robustness.per_style['pencil']:.4f} |" in report
+    nights = json.loads(found[HISTORY_KEY].data)
+    assert [n["robustness accuracy"] for n in nights] == [
+        round(candidate.robustness.accuracy, 4),
+        round(production.robustness.accuracy, 4),
+    ]

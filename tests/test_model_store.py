@@ -438,8 +438,10 @@ def test_register_rejects_bad_input_and_leaves_no_trace(tmp_path: Path, model_fi
         store.register(tmp_path / "missing.keras", {"metrics": {}})
     with pytest.raises(StoreError, match="accuracy must be a number"):
         store.register(model_file, {"metrics": {"accuracy": "high"}})
-    with pytest.raises(StoreError, match="cannot store as JSON"):
+    with pytest.raises(StoreError, match=r"metrics\.loss must be a finite number >= 0, got nan"):
         store.register(model_file, {"metrics": {"loss": math.nan}})
+    with pytest.raises(StoreError, match="cannot store as JSON"):
+        store.register(model_file, {"metrics": {}, "note": math.nan})
     assert store.list_versions() == []
     assert list((tmp_path / "store" / ".staging").iterdir()) == []
 
@@ -497,7 +499,8 @@ def test_annotate_merges_keys_atomically_and_never_changes_identity(
     for updates, message in [
         ({"model_sha256": "0" * 64}, "cannot annotate model_sha256"),
         ({"version": 2, "created_at": "now"}, "cannot annotate created_at, version"),
-        ({"metrics": [1]}, "'metrics' a dict"),
+        ({"metrics": [1]}, "metrics must be a JSON object"),
+        ({"metrics": {"accuracy": 1.5}}, r"metrics\.accuracy must be a number in \[0, 1\]"),
         ({"score": math.inf}, "cannot store as JSON"),
         ({1: "x"}, "string keys"),
     ]:

@@ -294,3 +294,135 @@ def test_an_alias_record_with_a_bool_for_a_version_is_corrupt(store: ModelStore)
         done = models(*args)
         assert done.returncode == 1, done.stdout
         assert error_lines(done) == [f"error: {aliases} is corrupt"]
+
+
+BAD_METRICS = [
+    ('{"accuracy": 0.9, "recall": [0.9, 0.8]}', "recall must be an object keyed by digit 0-9"),
+    ('{"accuracy": 7}', "accuracy must be a number in [0, 1], got 7"),
+    ('{"accuracy": "0.9"}', "accuracy must be a number in [0, 1], got '0.9'"),
+]
+
+
+@pytest.mark.parametrize(("metrics", "problem"), BAD_METRICS)
+def test_register_refuses_bad_metrics_in_one_line(
+    store: ModelStore, tmp_path: Path, model_file: Path, metrics: str, problem: str
+) -> None:
+    as_file = tmp_path / "metrics.json"
+    as_file.write_text(metrics)
+
+    for option, where in ((as_file, f"--metrics-json {as_file}"), (metrics, "--metrics-json")):
+        done = models("register", model_file, "--metrics-json", option)
+
+        assert done.returncode == 1, done.stdout
+        assert "Traceback" not in done.stderr and done.stdout == ""
+        [line] = error_lines(done)
+        assert line.startswith(f"error: {where}: {problem}"), line
+    assert [v.version for v in store.list_versions()] == [1, 2]
+    assert not (Path(store.root) / "versions" / "3").exists()
+
+
+def test_register_refuses_out_of_range_accuracy_as_the_issue_shows(
+    store: ModelStore, model_file: Path
+) -> None:
+    done = models("register", model_file, "--metrics-json", '{"accuracy": 7}')
+
+    assert done.returncode == 1
+    assert error_lines(done) == [
+        "error: --metrics-json: accuracy must be a number in [0, 1], got 7"
+    ]
+    assert len(store.list_versions()) == 2
+
+
+def test_register_takes_evaluate_json_as_it_prints_it(
+    store: ModelStore, tmp_path: Path, model_file: Path
+) -> None:
+    evaluated = digitflow("evaluate", model_file, "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    report = tmp_path / "evaluation.json"
+    report.write_text(evaluated.stdout)
+
+    registered = json_of(models("register", model_file, "--metrics-json", report, "--json"))
+
+    printed = json.loads(evaluated.stdout)
+    metrics = registered["metrics"]
+    assert metrics["accuracy"] == printed["accuracy"] and metrics["count"] == printed["count"]
+    assert metrics["recall"] == {str(d["digit"]): d["recall"] for d in printed["per_digit"]}
+    assert metrics["support"] == {str(d["digit"]): d["support"] for d in printed["per_digit"]}
+    assert metrics["confusion"] == printed["confusion"] and "model" not in metrics
+    assert ModelStore().get(3).card.reference is None  # a profile in metrics is not a reference
+
+
+def hand_written_version(store: ModelStore, model_file: Path, number: int, record: dict) -> Path:
+    """A version folder as an earlier release left it, metadata.json written by hand."""
+    from model_store.files import sha256_file
+
+    directory = Path(store.root) / "versions" / str(number)
+    directory.mkdir(parents=True)
+    (directory / "model.keras").write_bytes(model_file.read_bytes())
+    full = {**record, "version": number, "model_sha256": sha256_file(directory / "model.keras")}
+    (directory / "metadata.json").write_text(json.dumps(full))
+    return directory / "metadata.json"
+
+
+# What the nightly flow wrote from 34e9d61 on: no schema_version, metrics' count as test_images.
+OLD_FLOW_RECORD = {
+    "created_at": "2025-01-31T02:00:00+00:00",
+    "code_version": None,
+    "library_versions": {"keras": "3.8.0"},
+    "metrics": {
+        "accuracy": 0.9935,
+        "loss": 0.021,
+        "test_images": 10000,
+        "recall": {str(d): 0.99 for d in range(10)},
+    },
+    "params": {"profile": "fast"},
+    "architecture": "cnn",
+    "dataset_checksum": "sha256:abc",
+    "flow_run_id": "run-2",
+    "identity": "e" * 64,
+    "spans": {"names": ["a"], "checksum": "d", "train_images": 8, "holdout_images": 2},
+    "holdout": {"candidate": {"accuracy": 1.0, "count": 2}, "production": None},
+    "gate": {"promote": True, "reason": "passed", "checks": [], "thresholds": {}},
+}
+
+
+def test_old_metadata_loads_lists_and_shows(store: ModelStore, model_file: Path) -> None:
+    hand_written_version(store, model_file, 3, OLD_FLOW_RECORD)
+
+    listed = models("list")
+    assert listed.returncode == 0, listed.stderr
+    [row] = [line for line in listed.stdout.splitlines() if "v3" in line]
+    assert "0.9935" in row and not listed.stderr
+    shown = json_of(models("show", "3", "--json"))["metadata"]
+    assert len(shown.pop("model_sha256")) == 64
+    assert shown == {**OLD_FLOW_RECORD, "version": 3}  # shown as written, nothing rewritten
+    assert models("promote", "3").returncode == 0
+
+
+def test_a_string_accuracy_on_disk_is_a_warning_row_not_a_crash(
+    store: ModelStore, model_file: Path
+) -> None:
+    store.promote(2, alias="canary", reason="try", actor="test")
+    path = Path(store.root) / "versions" / "2" / "metadata.json"
+    record = json.loads(path.read_text())
+    record["metrics"]["accuracy"] = "0.9803"  # as `register` accepted it before the card
+    path.write_text(json.dumps(record))
+
+    listed = models("list")
+    assert listed.returncode == 0, listed.stderr
+    assert "Traceback" not in listed.stderr
+    rows = [line for line in listed.stdout.splitlines() if "v1" in line or "v2" in line]
+    assert "0.9712" in rows[0] and "production" in rows[0]
+    assert "corrupt" in rows[1] and "canary" in rows[1]
+    [warning] = [line for line in listed.stderr.splitlines() if line.startswith("warning:")]
+    assert warning == (
+        "warning: v2: metadata.json is corrupt: metrics.accuracy must be a number in [0, 1], "
+        "got '0.9803'"
+    )
+    as_json = json_of(models("list", "--json"))
+    assert as_json[1]["problem"].startswith("v2: metadata.json is corrupt: metrics.accuracy")
+
+    shown = models("show", "2")
+    assert shown.returncode == 1 and "Traceback" not in shown.stderr
+    assert error_lines(shown) == [f"error: {warning.removeprefix('warning: ')}"]
+    assert models("show", "1").returncode == 0

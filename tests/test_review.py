@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,8 @@ from digitflow.scans import render_scan
 from flows.review import COLUMNS as SHEET_COLUMNS
 from flows.review import HEADER, MAX_LIMIT, TILE, TILES_PER_SHEET, Row, load_scan, select
 from flows.review_cli import register
+
+DIGITFLOW = Path(sys.executable).with_name("digitflow")
 
 # file name -> (index into MNIST test, confidence the "model" gave it)
 SCANS = {
@@ -88,8 +93,8 @@ def test_review_writes_sheet_page_and_labels_of_the_low_confidence_rows(results,
     low = sorted((c, p) for p, (_, c) in expected.items() if c < 0.8)
     assert [row[0] for row in low] == [0.30, 0.42, 0.55, 0.61, 0.79]
     assert read_labels(out / "labels.csv") == [
-        ["path", "label"],
-        *([path, str(expected[path][0])] for _, path in low),
+        ["path", "label", "predicted", "source"],
+        *([path, str(expected[path][0]), str(expected[path][0]), "model:v1"] for _, path in low),
     ]
     assert sorted(os.listdir(out)) == ["contact-sheet-1.png", "index.html", "labels.csv"]
     with Image.open(out / "contact-sheet-1.png") as sheet:
@@ -112,7 +117,7 @@ def test_limit_all_and_tile_grid(results, tmp_path):
 
     assert done.exit_code == 0, done.output
     labels = read_labels(tmp_path / "all" / "labels.csv")[1:]
-    assert [expected[path][1] for path, _ in labels] == sorted(c for _, c in expected.values())
+    assert [expected[path][1] for path, *_ in labels] == sorted(c for _, c in expected.values())
     with Image.open(tmp_path / "all" / "contact-sheet-1.png") as sheet:
         assert sheet.size == (SHEET_COLUMNS * TILE[0], HEADER + 2 * TILE[1])  # 7 tiles: 2 lines
 
@@ -167,7 +172,7 @@ def test_a_scan_over_the_size_limit_gets_its_tile_unread(results, tmp_path):
 
     assert done.exit_code == 0, done.output
     assert "2 scans could not be read" in done.output  # the deleted one and the huge one
-    assert read_labels(tmp_path / "out" / "labels.csv")[1] == [str(huge), "4"]
+    assert read_labels(tmp_path / "out" / "labels.csv")[1][:2] == [str(huge), "4"]
     assert load_scan(str(huge), max_file_mib=1) == "too large: 2.0 MiB (limit 1 MiB)"
 
 
@@ -252,5 +257,39 @@ def test_rows_with_a_bad_digit_or_confidence_come_first_unlabelled(results, tmp_
     done = review(odd, "--out", out, "--all")
 
     assert done.exit_code == 0, done.output
-    assert read_labels(out / "labels.csv")[1:] == [[b, ""], [c, ""], [d, ""], [e, "1"], [a, "3"]]
+    labels = [row[:3] for row in read_labels(out / "labels.csv")[1:]]
+    assert labels == [[b, "", ""], [c, "", ""], [d, "", ""], [e, "1", "1"], [a, "3", "3"]]
     assert "3 rows left unlabelled (no valid digit and confidence)" in done.output
+
+
+def test_relative_paths_are_read_from_the_csv_folder_in_review_and_data_add(mnist, tmp_path):
+    scans = {f"scan_{i}.png": int(mnist.y_test[i]) for i in range(4)}
+    (tmp_path / "scans").mkdir()
+    for i, name in enumerate(scans):
+        render_scan(mnist.x_test[i], np.random.default_rng(i)).save(tmp_path / "scans" / name)
+    rows = [(f"../scans/{name}", str(label), "0.5") for name, label in scans.items()]
+    (tmp_path / "run").mkdir()
+    results_csv(tmp_path / "run" / "results.csv", rows)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    done = run_in(elsewhere, "review", "../run/results.csv", "--out", "../review", "--all")
+
+    assert done.returncode == 0, done.stderr
+    assert "could not be read" not in done.stdout
+    labels = read_labels(tmp_path / "review" / "labels.csv")
+    assert [row[:2] for row in labels[1:]] == [
+        [str(tmp_path / "scans" / name), str(label)] for name, label in scans.items()
+    ]
+    person = ["path,label", *(f"{path},{label}" for path, label, *_ in labels[1:])]
+    (tmp_path / "review" / "labels.csv").write_text("\n".join(person) + "\n")
+    added = run_in(tmp_path, "data", "add", "review/labels.csv", "--json")
+    assert (added.returncode, added.stderr) == (0, "")
+    assert json.loads(added.stdout)["count"] == len(scans)
+
+
+def run_in(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`digitflow ARGS` run from `folder`."""
+    return subprocess.run(
+        [str(DIGITFLOW), *args], cwd=folder, capture_output=True, text=True, timeout=120
+    )

@@ -3,6 +3,7 @@ a real LABELS.csv in, pooled MNIST-style arrays out, on a local disk and on S3 a
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -15,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_models_cli import command_importing
+from test_review import probabilities
 
+from beam_jobs.csv_rows import COLUMNS, csv_line, prediction_line
 from digitflow import objects
 from digitflow.listing import UnreadableError, path_text
 from digitflow.preprocess import to_mnist
 from digitflow.scans import render_scan, write_scans
-from model_store import SpanStore, StoreError, split_of
+from model_store import ModelStore, SpanStore, StoreError, split_of
 
 DIGITFLOW = Path(sys.executable).with_name("digitflow")
 FORMATS = ("png", "jpg", "bmp", "tiff", "webp", "gif")  # write_scans cycles through these
@@ -255,3 +258,200 @@ def test_a_fifo_as_labels_csv_is_refused_at_once(tmp_path: Path) -> None:
 
     assert done.returncode == 1
     assert done.stderr.splitlines() == [f"error: {fifo}: unreadable: not a regular file (FIFO)"]
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_rows(path: Path, rows: list[dict[str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def reviewed_run(mnist, tmp_path: Path, count: int, wrong: int) -> tuple[Path, dict[str, int]]:
+    """`digitflow review --all` of a bulk run over `count` real scans whose first `wrong`
+    predictions are wrong: its labels.csv, and each scan's true label by path."""
+    folder = tmp_path / "scans"
+    truth = {str(folder / name): label for name, label in scans(mnist, folder, 0, count)}
+    lines = [csv_line(COLUMNS)]
+    for n, (path, label) in enumerate(truth.items()):
+        digit = (label + 1) % 10 if n < wrong else label
+        lines.append(prediction_line(path, probabilities(digit, 0.5), "v1", 0.8))
+    results = tmp_path / "results.csv"
+    results.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    out = tmp_path / "review"
+    done = subprocess.run(
+        [str(DIGITFLOW), "review", str(results), "--out", str(out), "--all"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return out / "labels.csv", truth
+
+
+def test_an_unedited_review_is_refused_and_unreviewed_labels_never_judge(tmp_path, mnist):
+    labels, truth = reviewed_run(mnist, tmp_path, 40, wrong=2)
+    rows = read_rows(labels)
+    assert {row["source"] for row in rows} == {"model:v1"}
+
+    unedited = cli("add", labels)
+
+    assert unedited.returncode == 1
+    assert unedited.stderr.splitlines() == [
+        f"error: {labels}: 40 of 40 rows are a model's unconfirmed guesses (source model:..., "
+        "label = predicted): check each and set its source to person, or pass "
+        "--accept-unreviewed to store them for training only"
+    ]
+    assert SpanStore().spans() == []
+
+    for row in rows[:2]:  # the wrong predictions, corrected: an edited label is reviewed
+        row["label"] = str(truth[row["path"]])
+    for row in rows[2:10]:  # checked and right
+        row["source"] = "person"
+    write_rows(labels, rows)
+    partly = cli("add", labels, "--name", "desk")
+    added = cli("add", labels, "--name", "desk", "--accept-unreviewed", "--json")
+
+    assert partly.returncode == 1
+    assert "30 of 40 rows are a model's unconfirmed guesses" in partly.stderr
+    assert added.returncode == 0, added.stderr
+    assert (json.loads(added.stdout)["unreviewed"], added.stderr) == (30, "")
+    sha = {row["path"]: sha256(Path(row["path"]).read_bytes()) for row in rows}
+    guessed = {sha[row["path"]] for row in rows[10:]}
+    assert any(split_of(h) == "holdout" for h in guessed), "some guesses should split to holdout"
+    images = SpanStore().active_images()
+    reviewed = {sha[row["path"]] for row in rows[:10]}
+    assert set(images.holdout_ids) == {h for h in reviewed if split_of(h) == "holdout"}
+    assert len(images.y_train) == 40 - len(images.holdout_ids)  # the guesses train
+    pooled = sorted([*images.y_train.tolist(), *images.y_holdout.tolist()])
+    assert pooled == sorted(truth.values())
+
+
+def test_a_span_from_before_provenance_loads_as_reviewed(tmp_path, mnist):
+    store = SpanStore(tmp_path / "store")
+    span = store.add(labels_csv(tmp_path / "LABELS.csv", scans(mnist, tmp_path, 0, 10))).span
+    before = store.active_images()
+    folder = tmp_path / "store" / "datasets" / span.name
+    with np.load(folder / "images.npz") as arrays:
+        old = {key: arrays[key] for key in ("x", "y", "sha256", "holdout")}
+    np.savez_compressed(folder / "images.npz", **old)
+    record = json.loads((folder / "span.json").read_text())
+    del record["unreviewed"]
+    record["data_sha256"] = sha256((folder / "images.npz").read_bytes())
+    (folder / "span.json").write_text(json.dumps(record))
+
+    after = store.active_images()
+
+    assert [s.unreviewed for s in store.spans()] == [0]
+    assert after.holdout_ids == before.holdout_ids and after.holdout_ids
+    assert np.array_equal(after.y_train, before.y_train)
+
+
+def test_an_image_labelled_differently_in_two_spans_warns_and_the_newest_wins(tmp_path, mnist):
+    rows = scans(mnist, tmp_path, 0, 6)
+    name, label = rows[0]
+    corrected = [(name, (label + 1) % 10), *rows[1:]]
+    image = f"image {sha256((tmp_path / name).read_bytes())[:12]}"
+    rule = f"is labelled {label} in span a-old and {(label + 1) % 10} in span b-new"
+
+    old = cli("add", labels_csv(tmp_path / "old.csv", rows), "--name", "a-old")
+    new = cli("add", labels_csv(tmp_path / "new.csv", corrected), "--name", "b-new")
+
+    assert (old.returncode, old.stderr) == (0, "")
+    assert new.returncode == 0, new.stderr
+    assert new.stderr.splitlines() == [
+        f"warning: row 1 ({name}) {rule}: b-new's label is used (newest span)"
+    ]
+    images = SpanStore().active_images()
+    assert images.warnings == (f"{image} {rule}: b-new's label is used (newest span)",)
+    pooled = sorted([*images.y_train.tolist(), *images.y_holdout.tolist()])
+    assert pooled == sorted(label for _, label in corrected)
+
+
+def test_a_persons_label_beats_a_newer_models_guess(tmp_path, mnist):
+    rows = scans(mnist, tmp_path, 0, 4)
+    name, label = rows[0]
+    guess = (label + 3) % 10
+    cli("add", labels_csv(tmp_path / "person.csv", rows), "--name", "by-hand")
+    lines = ["path,label,predicted,source", f"{name},{guess},{guess},model:v4"]
+    (tmp_path / "guess.csv").write_text("\n".join(lines) + "\n")
+
+    added = cli("add", tmp_path / "guess.csv", "--name", "guessed", "--accept-unreviewed")
+
+    assert added.returncode == 0, added.stderr
+    rule = f"is labelled {guess} in span guessed and {label} in span by-hand"
+    why = "by-hand's label is used (a person's label over a model's guess)"
+    assert added.stderr.splitlines() == [f"warning: row 1 ({name}) {rule}: {why}"]
+    images = SpanStore().active_images()
+    assert sorted([*images.y_train, *images.y_holdout]) == sorted(label for _, label in rows)
+
+
+def test_a_torn_span_is_listed_skipped_for_training_and_removable(tmp_path, mnist):
+    store = SpanStore()
+    for name, start in (("good", 0), ("torn", 3)):
+        rows = scans(mnist, tmp_path / name, start, 3)
+        assert store.add(labels_csv(tmp_path / name / "LABELS.csv", rows), name=name).span
+    record = Path(store.root) / "datasets" / "torn" / "span.json"
+    record.write_bytes(record.read_bytes()[:40])  # a write cut short
+    problem = "span torn is corrupt: unreadable span.json ("
+
+    listed = cli("list")
+    images = store.active_images()
+    removed = cli("remove", "torn", "--reason", "torn record")
+    after = cli("list")
+    everything = cli("list", "--all", "--json")
+
+    assert listed.returncode == 0, listed.stderr
+    assert any(line.split()[1:3] == ["torn", "│"] for line in listed.stdout.splitlines())
+    assert "corrupt" in listed.stdout
+    [warning] = listed.stderr.splitlines()
+    assert warning.startswith(f"warning: {problem}")
+    assert images.spans == ("good",) and len(images.y_train) + len(images.y_holdout) == 3
+    [skipped] = images.warnings
+    assert skipped.startswith(problem) and skipped.endswith(": skipped")
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.splitlines() == ["removed span torn (torn record)"]
+    assert (after.stderr, "corrupt" in after.stdout) == ("", False)
+    assert store.active_images().warnings == ()
+    torn = [entry for entry in json.loads(everything.stdout) if entry["name"] == "torn"]
+    assert [entry["retired_reason"] for entry in torn] == ["torn record"]
+
+
+def test_remove_names_the_versions_and_aliases_trained_on_the_span(tmp_path, mnist, model_file):
+    SpanStore().add(labels_csv(tmp_path / "LABELS.csv", scans(mnist, tmp_path, 0, 3)), name="desk")
+    models = ModelStore()
+    for names in ([], ["desk"], ["other", "desk"]):
+        models.register(model_file, {"spans": {"names": names}})
+    models.promote(2, reason="test", actor="test")
+    models.promote(1, alias="staging", reason="test", actor="test")
+
+    removed = cli("remove", "desk")
+
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.splitlines() == [
+        "removed span desk (manual removal)",
+        "versions trained on it: v2, v3",
+        "production v2 was trained on it: the next nightly retrains without it",
+    ]
+
+
+def test_data_scans_labels_are_added_as_they_are(tmp_path):
+    out = tmp_path / "scans"
+    made = subprocess.run(
+        [str(DIGITFLOW), "data", "scans", str(out), "--count", "12"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+
+    added = cli("add", out / "labels.csv", "--json")
+
+    assert (added.returncode, added.stderr) == (0, "")
+    assert (json.loads(added.stdout)["count"], json.loads(added.stdout)["unreviewed"]) == (12, 0)
