@@ -37,7 +37,7 @@ from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from beam_jobs.csv_rows import COLUMNS, DEFAULT_MIN_CONFIDENCE, ERROR_COLUMNS, errors_path
+from beam_jobs.csv_rows import COLUMNS, ERROR_COLUMNS, errors_path
 from beam_jobs.direct import describe_runner, direct_defaults, inference_threads, is_direct
 from beam_jobs.drift import Drift, compare, reference_profile
 from beam_jobs.inputs import Source
@@ -54,6 +54,7 @@ from beam_jobs.transforms import (
     PreprocessImages,
     WriteCsv,
 )
+from digitflow.config import LOW_CONFIDENCE
 from digitflow.evaluate import PredictionProfile
 from digitflow.listing import IMAGE_EXTENSIONS, MAX_FILE_MIB, Kind
 from digitflow.terminal import worker_output_held
@@ -213,7 +214,7 @@ def build_pipeline(
     handler: ModelHandler,
     model_version: str,
     *,
-    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    min_confidence: float = LOW_CONFIDENCE,
     shards: int = 1,
     progress_s: float = PROGRESS_EVERY_S,
     drift_threshold: float | None = None,

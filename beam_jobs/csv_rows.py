@@ -3,7 +3,7 @@
 Rows are formatted with the csv module (minimal quoting), so paths with commas, quotes, spaces,
 line breaks (`\n` or `\r`) or non-ASCII characters survive a round trip through any CSV reader.
 Paths arrive as text already (`digitflow.listing.path_text`). Cheap to import (standard library
-only): the CLI reads its defaults from here.
+only).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import csv
 import io
 from collections.abc import Sequence
 
-DEFAULT_MIN_CONFIDENCE = 0.8
 PROBABILITY_COLUMNS: tuple[str, ...] = tuple(f"prob_{digit}" for digit in range(10))
 COLUMNS: tuple[str, ...] = (
     "path",

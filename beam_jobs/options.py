@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, get_args, get_type_hints
 
-from beam_jobs.csv_rows import DEFAULT_MIN_CONFIDENCE
+from digitflow.config import LOW_CONFIDENCE
 from digitflow.listing import MAX_FILE_MIB
 
 STORE_HELP = "Model store (default: $DIGITFLOW_STORE or $DIGITFLOW_HOME/models)."
@@ -150,7 +150,7 @@ class ClassifyOptions:
     store: str | None = option(None, help=STORE_HELP, metavar="URI")
     shards: int = option(1, help="Write N result files (big jobs), each with a header.", min=1)
     min_confidence: float = option(
-        DEFAULT_MIN_CONFIDENCE, help="Rows below it get low_confidence=true.", min=0.0, max=1.0
+        LOW_CONFIDENCE, help="Rows below it get low_confidence=true.", min=0.0, max=1.0
     )
     overwrite: bool = option(False, help="Replace existing results and errors files.")
     drift_psi: float = option(

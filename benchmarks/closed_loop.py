@@ -56,7 +56,7 @@ def main() -> None:
         (Path(tmp) / "home" / "data").symlink_to(mnist_cache)
         from flows.retrain import retrain
         from model_store import ModelStore
-        from model_store.spans import SpanStore
+        from model_store.spans.store import SpanStore
 
         labels = render(args.kind, args.count, Path(tmp) / "scans")
         started = time.perf_counter()

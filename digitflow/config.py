@@ -1,9 +1,13 @@
-"""Locations shared by every digitflow component."""
+"""Locations and defaults shared by every digitflow component (standard library only)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+LOW_CONFIDENCE = 0.8
+"""Below it a prediction is doubtful: flagged in bulk results, offered for review, and counted
+by drift (the bulk job's default `--min-confidence`, review's default `--below`)."""
 
 
 def home() -> Path:

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from digitflow.config import LOW_CONFIDENCE
 from digitflow.data import model_input
 
 DIGITS = range(10)
-LOW_CONFIDENCE = 0.8  # as the bulk classification's default --min-confidence
 
 
 @dataclass(frozen=True)

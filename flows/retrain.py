@@ -67,7 +67,7 @@ from model_store.card import (
 )
 from model_store.metadata import build_card, code_version
 from model_store.refs import label
-from model_store.spans import LabelledImages, SpanStore
+from model_store.spans.store import LabelledImages, SpanStore
 
 TRAINING_LIBRARIES = ("digitflow", "keras", "tensorflow")
 PROMOTED, NOT_PROMOTED, UNCHANGED = "Promoted", "Not promoted", "Unchanged"

@@ -83,7 +83,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """The span API's names, imported on first use (PEP 562)."""
     if name in _SPAN_NAMES:
-        from model_store import spans
+        from model_store.spans import store as spans
 
         return getattr(spans, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

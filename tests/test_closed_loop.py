@@ -21,7 +21,7 @@ from beam_jobs.classify import run
 from digitflow.data import Mnist
 from digitflow.scans import write_scans
 from model_store import ModelStore
-from model_store.spans import SpanStore
+from model_store.spans.store import SpanStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 

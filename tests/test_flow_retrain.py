@@ -24,7 +24,7 @@ from digitflow.scans import write_scans
 from flows.artifacts import HISTORY_KEY, PER_DIGIT_KEY, PROGRESS_KEY, REPORT_KEY, markdown_text
 from flows.cli import register
 from model_store import ModelStore
-from model_store.spans import SpanStore
+from model_store.spans.store import SpanStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 

@@ -14,7 +14,7 @@ from test_spans import cli, labels_csv, scans
 from digitflow.data import model_input
 from digitflow.preprocess import to_mnist
 from model_store import ModelStore, SpanStore
-from model_store.label_check import SUSPECT_LABEL, SUSPECT_OTHER
+from model_store.spans.checks import SUSPECT_LABEL, SUSPECT_OTHER
 
 COUNT = 40
 

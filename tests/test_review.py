@@ -20,9 +20,17 @@ from typer.testing import CliRunner
 from beam_jobs.csv_rows import COLUMNS, csv_line, prediction_line
 from digitflow.listing import path_text
 from digitflow.scans import render_scan
-from flows.review import COLUMNS as SHEET_COLUMNS
-from flows.review import HEADER, MAX_LIMIT, TILE, TILES_PER_SHEET, Row, load_scan, select
-from flows.review_cli import register
+from model_store.spans.review import COLUMNS as SHEET_COLUMNS
+from model_store.spans.review import (
+    HEADER,
+    MAX_LIMIT,
+    TILE,
+    TILES_PER_SHEET,
+    Row,
+    load_scan,
+    select,
+)
+from model_store.spans.review_cli import register
 
 DIGITFLOW = Path(sys.executable).with_name("digitflow")
 
@@ -157,7 +165,8 @@ def test_a_file_that_is_not_a_results_csv_is_refused(tmp_path):
 
 
 def test_review_command_imports_neither_tensorflow_nor_beam_nor_prefect():
-    assert heavy_modules_after("import flows.review_cli, flows.review") == "[]"
+    loaded = "import model_store.spans.review_cli, model_store.spans.review"
+    assert heavy_modules_after(loaded) == "[]"
 
 
 def test_a_scan_over_the_size_limit_gets_its_tile_unread(results, tmp_path):

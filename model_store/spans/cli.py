@@ -31,8 +31,8 @@ from model_store.refs import label
 from model_store.store import ModelStore
 
 if TYPE_CHECKING:
-    from model_store.label_check import LabelCheck, Suspect
-    from model_store.spans import Draft, Span, TornSpan
+    from model_store.spans.checks import LabelCheck, Suspect
+    from model_store.spans.store import Draft, Span, TornSpan
 
 DIGITS = tuple(str(digit) for digit in range(10))
 
@@ -87,7 +87,7 @@ def add(
     span it mostly disagrees with is refused. An image that an active span labels differently is
     warned about: the newest span's label is used (a person's label beats a model's guess).
     """
-    from model_store.spans import SpanStore
+    from model_store.spans.store import SpanStore
 
     console = None if json_output else Console(soft_wrap=True, highlight=False)
     with _errors():
@@ -121,8 +121,8 @@ def _check_labels(
     """Production's check of the draft's labels: its agreement in one line (unless --json),
     the images it contradicts as warnings; StoreError when it disagrees too much unless
     accepted. None when the store has no production model, or it cannot be loaded."""
-    from model_store.label_check import check_with_production
-    from model_store.spans import first_lines
+    from model_store.spans.checks import check_with_production
+    from model_store.spans.store import first_lines
 
     try:
         check = check_with_production(store, draft.x, draft.y)
@@ -156,7 +156,7 @@ def list_spans(
 ) -> None:
     """List labelled spans: name, created, images (train/holdout), per digit, removal; a torn
     span as a `corrupt` row and a warning."""
-    from model_store.spans import SpanStore, TornSpan
+    from model_store.spans.store import SpanStore, TornSpan
 
     with _errors():
         span_store = SpanStore(store)
@@ -194,7 +194,7 @@ def remove(
 
     Says which registered versions were trained on it, and which aliases point to one of them.
     """
-    from model_store.spans import SpanStore
+    from model_store.spans.store import SpanStore
 
     with _errors():
         entry = SpanStore(store).remove(

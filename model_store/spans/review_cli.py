@@ -1,7 +1,7 @@
 """`digitflow review`: what a person needs to label a bulk run's low-confidence rows.
 
-The core CLI imports this module at every start, so it stays cheap: the work (numpy, Pillow)
-is in `flows.review`, imported inside the command; no TensorFlow, Beam or Prefect at all.
+The core CLI imports this module at every start, so it stays cheap: the work (numpy, Pillow) is
+in `model_store.spans.review`, imported inside the command; no TensorFlow, Beam or Prefect.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from beam_jobs.csv_rows import DEFAULT_MIN_CONFIDENCE
+from digitflow.config import LOW_CONFIDENCE
 from digitflow.listing import MAX_FILE_MIB
 from model_store.cli import MaxFileOption
 
@@ -42,7 +42,7 @@ def review_command(
     ],
     below: Annotated[
         float, typer.Option(help="Review rows with a confidence below this.", min=0.0, max=1.0)
-    ] = DEFAULT_MIN_CONFIDENCE,
+    ] = LOW_CONFIDENCE,
     limit: Annotated[
         int, typer.Option(help="At most N rows, the least confident (1,000 at most).")
     ] = 200,
@@ -68,7 +68,7 @@ def review_command(
     Then: digitflow data add OUT/labels.csv (it refuses rows still a model's guess, unless
     --accept-unreviewed: those train, never judge a model).
     """
-    from flows.review import ReviewError, review
+    from model_store.spans.review import ReviewError, review
 
     threshold = None if all_rows else below
     try:

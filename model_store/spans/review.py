@@ -12,9 +12,9 @@ be given) it picks the rows below a confidence (or every row), lowest confidence
   marked as the model's guess (`source` `model:v7`, the results' model_version); row N of the
   sheets is its Nth line after the header. A person edits a wrong label, and sets `source` to
   `person` where the prefilled label is right; `digitflow data add DIR/labels.csv` takes it
-  back, and refuses rows still a model's guess (`model_store.span_rows`).
+  back, and refuses rows still a model's guess (`model_store.spans.rows`).
 
-Paths follow the rule of every CSV file digitflow reads (`model_store.span_rows.resolve_path`):
+Paths follow the rule of every CSV file digitflow reads (`model_store.spans.rows.resolve_path`):
 a relative path in a results file is relative to that file's folder; labels.csv gets it
 absolute, so `data add` finds the same file wherever labels.csv is.
 
@@ -49,7 +49,7 @@ from digitflow.labels import parse_digit
 from digitflow.listing import MAX_FILE_MIB, UnreadableError, path_bytes, path_text
 from digitflow.preprocess import PreprocessError, to_mnist
 from digitflow.preprocess.decode import grayscale, open_image
-from model_store.span_rows import GUESS, csv_folder, resolve_path
+from model_store.spans.rows import GUESS, csv_folder, resolve_path
 
 PAGE, LABELS = "index.html", "labels.csv"
 MAX_LIMIT = 1_000  # rows a review takes: ~5 s, ~130 MB peak; more is for another round

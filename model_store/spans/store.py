@@ -9,7 +9,7 @@ Layout under the store root, next to `versions/`:
     datasets/<name>/retired.json  written once, by `remove`; nothing of the span is erased
 
 An image's split follows from the sha256 of its original file bytes alone (`split_of`), so a
-file lands in the same split in every span. A label no person confirmed (`span_rows`) is stored
+file lands in the same split in every span. A label no person confirmed (`rows`) is stored
 only when asked (`accept_unreviewed`) and always trains, never in a holdout: no model is judged
 on labels a model wrote.
 
@@ -37,7 +37,7 @@ from digitflow.listing import MAX_FILE_MIB
 from model_store.errors import StoreError
 from model_store.files import ChecksumMismatch, WriteConflict, sha256_file
 from model_store.metadata import now_iso, to_json
-from model_store.span_rows import LabelledImage, collect, parse_rows, read_source
+from model_store.spans.rows import LabelledImage, collect, parse_rows, read_source
 from model_store.storage import open_storage
 from model_store.store import default_root
 
