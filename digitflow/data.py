@@ -21,6 +21,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -98,10 +99,15 @@ def load_npz(path: Path) -> Arrays:
 
 def save_npz(path: Path, arrays: Arrays) -> None:
     """Write arrays in Keras' `mnist.npz` layout, atomically."""
+    x_train, y_train, x_test, y_test = arrays
+    write_npz(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+
+
+def write_npz(path: Path, **arrays: Any) -> None:
+    """Write named arrays to an `.npz` file atomically: readers see the old file or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-        x_train, y_train, x_test, y_test = arrays
-        np.savez(tmp, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+        np.savez(tmp, **arrays)
     os.replace(tmp.name, path)
 
 

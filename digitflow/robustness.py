@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 from digitflow import config
-from digitflow.data import Mnist
+from digitflow.data import Mnist, write_npz
 from digitflow.preprocess import PreprocessError, to_mnist
 from digitflow.scans import encoded, render_scan
 
@@ -206,18 +204,15 @@ def _read(path: Path, key: str) -> Suite:
 
 def _write(path: Path, key: str, suite: Suite) -> None:
     """Write the suite atomically: a reader sees the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
-        np.savez(
-            tmp,
-            key=key,
-            images=suite.images,
-            labels=suite.labels,
-            styles=suite.styles,
-            indices=suite.indices,
-            checksum=suite.checksum,
-        )
-    os.replace(tmp.name, path)
+    write_npz(
+        path,
+        key=key,
+        images=suite.images,
+        labels=suite.labels,
+        styles=suite.styles,
+        indices=suite.indices,
+        checksum=suite.checksum,
+    )
 
 
 class Predictor(Protocol):

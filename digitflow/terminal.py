@@ -62,20 +62,29 @@ def not_native_log(output: bytes) -> bytes:
 
 
 @contextmanager
+def _fd2_to(target: int) -> Iterator[None]:
+    """File descriptor 2 pointed at `target` for the block, then back where it was."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(target, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+@contextmanager
 def quiet_native_output() -> Iterator[None]:
     """Capture file descriptor 2 for the block: native log lines are dropped if it succeeds,
     everything is replayed if it raises. Other text written meanwhile is passed on after it."""
-    sys.stderr.flush()
-    saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
         failed = True
         try:
-            yield
+            with _fd2_to(captured.fileno()):
+                yield
             failed = False
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
             captured.seek(0)
             output = captured.read()
             sys.stderr.buffer.write(output if failed else not_native_log(output))
@@ -92,11 +101,7 @@ def worker_output_held(passed: str) -> Iterator[None]:
     """Hold what child processes (Beam's workers, a job server) write to file descriptor 2
     while the block runs: their log lines from loggers under `passed` (a package name) are
     logged here at once, the rest is shown only if the block fails (not on Ctrl-C)."""
-    sys.stderr.flush()
     read_end, write_end = os.pipe()
-    saved = os.dup(2)
-    os.dup2(write_end, 2)
-    os.close(write_end)
     held: list[bytes] = []
 
     def relay() -> None:
@@ -113,13 +118,13 @@ def worker_output_held(passed: str) -> Iterator[None]:
     reader.start()
     failed = False
     try:
-        yield
+        with _fd2_to(write_end):
+            os.close(write_end)  # fd 2 is the pipe's only writer here: restoring it ends it
+            yield
     except BaseException:
         failed = not _interrupted.is_set()
         raise
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
         reader.join(timeout=5)  # workers that outlive the block keep the pipe open
         if failed:
             sys.stderr.buffer.write(b"".join(held))
