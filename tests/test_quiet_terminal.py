@@ -92,7 +92,11 @@ def test_models_register_prints_only_its_result(host_env: dict[str, str], model_
     assert done.stdout.startswith("registered v1")
 
 
-@pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
+# Worker processes take seconds to start: the multi-process runs are `slow` (`make test` only).
+MODES = ["in_memory", pytest.param("multi_processing", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_classify_prints_only_its_own_lines(
     host_env: dict[str, str], model_file: Path, scans: Path, tmp_path: Path, mode: str
 ) -> None:
@@ -120,6 +124,7 @@ def test_retrain_prints_no_library_noise(host_env: dict[str, str]) -> None:
     assert "promoted" in done.stdout.splitlines()[-1]
 
 
+@pytest.mark.slow  # 1,000 scans rendered, a job started and interrupted
 @pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
 def test_ctrl_c_is_one_line_exit_130_and_leaves_no_temp_folders(
     model_file: Path, mnist: Mnist, tmp_path: Path, mode: str
