@@ -1,9 +1,10 @@
 """Bulk classification: a folder, glob or object-store prefix of digit scans -> CSV.
 
 In the style of Beam's `examples/inference`: `build_pipeline` is the graph alone (list, preprocess,
-RunInference, write the CSV files, log progress), which a TestPipeline can drive; `run(argv)` is
-the launch: it parses this job's options and hands every other option to Beam, so the same code
-runs on the DirectRunner, Dataflow, Flink or Spark:
+RunInference, write the CSV files, log progress), which a TestPipeline can drive; `run(options,
+beam_args)` is the launch, with this job's options (`beam_jobs.options.ClassifyOptions`) and
+Beam's, so the same code runs on the DirectRunner, Dataflow, Flink or Spark; `main(argv)` parses
+a command line into the two:
 
     python -m beam_jobs.classify --input scans/ --output out/results.csv \
         [--model production|7|v7|PATH.keras] [--store URI] [--shards N] [--overwrite] \
@@ -12,13 +13,18 @@ runs on the DirectRunner, Dataflow, Flink or Spark:
         [--max_file_mib 64] \
         [--runner ... and other Beam options]
 
+The job's tuning (`--batch_size`, `--progress_s`: `beam_jobs.options.Tuning`) is parsed with
+Beam's options (`TuningOptions`), so it travels among them, e.g. after `digitflow classify`'s.
+
 At launch, before anything runs: the model is resolved to one immutable file (a store version's
 `versions/<n>/model.keras` and its sha256), which every worker loads and verifies and whose
 version is written on every row, whatever happens to the `production` alias meanwhile; the
 output is checked (beam_jobs.outputs); the input is listed once, to refuse an input without image
 files and to size the job (and, on the DirectRunner, choose its mode: beam_jobs.direct). The
-pipeline lists it again on a worker. At the end, the run's predictions are compared with the
-model's reference profile (beam_jobs.drift) and the verdict is part of the summary.
+pipeline lists it again, on a worker: handing it the launch's listing (a `Create`) would carry
+every path in the job's graph, which Dataflow caps in size; a listing of 10,000 local files
+takes about 50 ms. At the end, the run's predictions are compared with the model's reference
+profile (beam_jobs.drift) and the verdict is part of the summary.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -37,12 +43,11 @@ from apache_beam.ml.inference.base import ModelHandler
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult, PipelineState
 
-from beam_jobs.csv_rows import COLUMNS, ERROR_COLUMNS, errors_path
 from beam_jobs.direct import describe_runner, direct_defaults, inference_threads, is_direct
 from beam_jobs.drift import Drift, compare, reference_profile
 from beam_jobs.inputs import Source
 from beam_jobs.keras_handler import KerasModelHandler
-from beam_jobs.options import ClassifyOptions, add_arguments, bounded, to_argv
+from beam_jobs.options import ClassifyOptions, Tuning
 from beam_jobs.outputs import refusal, remove_temp_folders, sharded_paths, temp_folders
 from beam_jobs.transforms import (
     NAMESPACE,
@@ -57,16 +62,13 @@ from beam_jobs.transforms import (
 from digitflow.config import LOW_CONFIDENCE
 from digitflow.evaluate import PredictionProfile
 from digitflow.listing import IMAGE_EXTENSIONS, MAX_FILE_MIB, Kind
+from digitflow.options import add_arguments, flags, from_namespace, spec
+from digitflow.results import COLUMNS, ERROR_COLUMNS, errors_path
 from digitflow.terminal import worker_output_held
 from model_store import ModelStore, ResolvedModel, StoreError
 from model_store.refs import label
 
 log = logging.getLogger(__name__)
-
-# CPU time per image by batch size (the first round's CNN, earlier host): 0.64 ms at 8, 0.48 at
-# 64, 0.46 at 256, 0.42 at 1,024. From 256 on, larger batches save little and hold more images.
-DEFAULT_BATCH_SIZE = 256
-PROGRESS_EVERY_S = 10.0
 
 
 class ClassifyError(Exception):
@@ -115,80 +117,79 @@ class ClassifySummary:
         )
 
 
-def parse_known_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
-    """This job's options; everything else is left for Beam's PipelineOptions."""
+class TuningOptions(PipelineOptions):
+    """`beam_jobs.options.Tuning` as Beam options: `options.view_as(TuningOptions)`."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser: argparse.ArgumentParser) -> None:
+        add_arguments(parser, Tuning)
+
+
+def main(argv: list[str] | None = None) -> ClassifySummary:
+    """`python -m beam_jobs.classify ARGS`: this job's options from `argv`, every other one
+    left for Beam; then `run`."""
+    tuning = "; ".join(
+        f"{flags(item)[0]} (default {item.default:g}): {spec(item).help.rstrip('.')}"
+        for item in fields(Tuning)
+    )
     parser = argparse.ArgumentParser(
         prog="beam_jobs.classify",
         description=__doc__.split("\n")[0],
+        epilog=f"Every other option goes to Beam, this job's tuning among them: {tuning}",
         allow_abbrev=False,  # never take a Beam option for an abbreviation of ours
     )
     add_arguments(parser, ClassifyOptions)
-    parser.add_argument(
-        "--batch_size",
-        type=bounded(int, 1, None),
-        default=DEFAULT_BATCH_SIZE,
-        help="Images per predict.",
-    )
-    parser.add_argument(
-        "--progress_s",
-        type=float,
-        default=PROGRESS_EVERY_S,
-        help="Seconds between progress lines in the log, per worker.",
-    )
-    return parser.parse_known_args(argv)
+    known, beam_args = parser.parse_known_args(argv)
+    return run(from_namespace(ClassifyOptions, known), beam_args)
 
 
-def job_args(options: ClassifyOptions, beam_args: Sequence[str] = ()) -> list[str]:
-    """`run`'s argv for these options, Beam's options last."""
-    return [*to_argv(options), *beam_args]
-
-
-def run(argv: list[str] | None = None) -> ClassifySummary:
-    """Check, launch the job, wait for it, and return its summary.
+def run(options: ClassifyOptions, beam_args: Sequence[str] = ()) -> ClassifySummary:
+    """Check, launch the job with Beam's options `beam_args`, wait for it, and return its summary.
 
     Raises ClassifyError when it cannot start; a failed job raises the runner's error, after
     removing the temp folders it created.
     """
     start = time.monotonic()
-    known, beam_args = parse_known_args(argv)
-    options = PipelineOptions(beam_args)
-    FileSystems.set_options(options)  # credentials and regions for gs:// s3:// at launch too
-    model = resolve_model(known.model, known.store)
-    source = Source.parse(known.input)
-    check_output(known.output, known.shards, source, known.overwrite)
+    beam_args = list(beam_args)
+    beam_options = PipelineOptions(beam_args)
+    FileSystems.set_options(beam_options)  # credentials and regions for gs:// s3:// at launch too
+    tuning = from_namespace(Tuning, beam_options.view_as(TuningOptions))
+    model = resolve_model(options.model, options.store)
+    source = Source.parse(options.source)
+    check_output(options.output, options.shards, source, options.overwrite)
     found = survey(source)
-    if is_direct(options):
+    if is_direct(beam_options):
         images = found[Kind.IMAGE] + found[Kind.UNREADABLE]
-        options = PipelineOptions(beam_args + direct_defaults(options, beam_args, images))
+        beam_options = PipelineOptions(beam_args + direct_defaults(beam_options, beam_args, images))
     version = model_label(model)
     reference = reference_profile(model.card)
-    drift_threshold = reference.threshold if reference else known.min_confidence
-    log.info("%s", start_line(known.input, found, version, options))
+    drift_threshold = reference.threshold if reference else options.min_confidence
+    log.info("%s", start_line(options.source, found, version, beam_options))
     handler = KerasModelHandler(
         model.uri,
         sha256=model.sha256,
-        batch_size=known.batch_size,
-        threads=inference_threads(options),
+        batch_size=tuning.batch_size,
+        threads=inference_threads(beam_options),
     )
 
-    pipeline = beam.Pipeline(options=options)
+    pipeline = beam.Pipeline(options=beam_options)
     build_pipeline(
         pipeline,
         source,
-        known.output,
+        options.output,
         handler,
         version,
-        min_confidence=known.min_confidence,
-        shards=known.shards,
-        progress_s=known.progress_s,
+        min_confidence=options.min_confidence,
+        shards=options.shards,
+        progress_s=tuning.progress_s,
         drift_threshold=drift_threshold,
-        max_file_mib=known.max_file_mib,
+        max_file_mib=options.max_file_mib,
     )
-    counters = _run_cleaning_up(pipeline, known.output, known.shards)
+    counters = _run_cleaning_up(pipeline, options.output, options.shards)
     return ClassifySummary(
-        input=known.input,
-        results=sharded_paths(known.output, known.shards),
-        errors=errors_path(known.output),
+        input=options.source,
+        results=sharded_paths(options.output, options.shards),
+        errors=errors_path(options.output),
         model_version=version,
         model_uri=model.uri,
         matched=counters.get("files_matched", 0),
@@ -200,9 +201,9 @@ def run(argv: list[str] | None = None) -> ClassifySummary:
         drift=compare(
             run_profile(counters, drift_threshold),
             reference,
-            max_psi=known.drift_psi,
-            max_low_confidence_ratio=known.drift_low_confidence_ratio,
-            min_images=known.drift_min_images,
+            max_psi=options.drift_psi,
+            max_low_confidence_ratio=options.drift_low_confidence_ratio,
+            min_images=options.drift_min_images,
         ),
     )
 
@@ -216,7 +217,7 @@ def build_pipeline(
     *,
     min_confidence: float = LOW_CONFIDENCE,
     shards: int = 1,
-    progress_s: float = PROGRESS_EVERY_S,
+    progress_s: float = Tuning.progress_s,
     drift_threshold: float | None = None,
     max_file_mib: int = MAX_FILE_MIB,
 ) -> tuple[beam.PCollection[str], beam.PCollection[str]]:
@@ -340,6 +341,6 @@ def _counters(result: PipelineResult) -> dict[str, int]:
 if __name__ == "__main__":
     logging.getLogger().setLevel(logging.INFO)
     try:
-        print(run().report())
+        print(main().report())
     except ClassifyError as error:
         raise SystemExit(f"error: {error}") from None

@@ -4,7 +4,8 @@ INPUT is a local folder (walked by `digitflow.listing`: symlinked sub-folders fo
 dangling links and the like reported), a local file, a local glob (Beam's syntax: `*` within a
 name, `**` across folders, `?`, `[...]`; its fixed leading folder is walked and the paths
 filtered), or an object-store path (gs://, s3://): one object, a prefix or a glob, listed with
-Beam's `FileSystems.match`. A local path that exists is taken literally, even with `*?[` in it.
+Beam's `FileSystems.match`, each entry with its size. A local path that exists is taken
+literally, even with `*?[` in it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from functools import cached_property
 from apache_beam.io.filesystem import CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
 
-from digitflow import objects
+from digitflow import locations
 from digitflow.listing import (
     MAX_FILE_MIB,
     Entry,
@@ -44,7 +45,7 @@ class Source:
 
     @classmethod
     def parse(cls, given: str) -> Source:
-        if FileSystems.get_scheme(given) is not None:
+        if FileSystems.get_scheme(given) is not None:  # Beam lists it: Beam's rule
             return cls(given, _remote_pattern(given), remote=True)
         path = os.path.abspath(os.path.expanduser(given))
         if os.path.lexists(path) or not GLOB_CHARS.search(given):
@@ -56,7 +57,8 @@ class Source:
         """Every entry the input names, each once; nothing for a path that is not there."""
         if self.remote:
             for found in FileSystems.match([self.root])[0].metadata_list:
-                yield Entry(found.path, Kind.IMAGE if is_image_name(found.path) else Kind.OTHER)
+                kind = Kind.IMAGE if is_image_name(found.path) else Kind.OTHER
+                yield Entry(found.path, kind, size=found.size_in_bytes)
         elif self.glob is not None:
             if os.path.isdir(self.root):
                 for found in walk(self.root, into=self._may_hold):
@@ -99,16 +101,18 @@ class Source:
         return True
 
 
-def read_input(path: bytes, max_mib: int = MAX_FILE_MIB) -> bytes:
+def read_input(path: bytes, max_mib: int = MAX_FILE_MIB, size: int | None = None) -> bytes:
     """The content of one listed file (a path as `os.fsencode` gives it), of at most `max_mib`
     MiB: a larger one is refused by its size, unread (UnreadableError, `too large: ...`).
 
-    s3:// and gs:// objects are read with one request through the worker's one client
-    (`digitflow.objects`): Beam's S3 file system builds a new client for every open.
+    Local files and objects (s3://, gs://) are read by `digitflow.locations`, objects through
+    the worker's one client: Beam's S3 file system builds a new client for every open. With
+    `size`, the entry's size from the listing, a gs:// read is one request instead of two.
+    Other schemes Beam serves are read through Beam's file systems.
     """
     name = os.fsdecode(path)
-    if FileSystems.get_scheme(name) is None or objects.is_object_uri(name):
-        return objects.read_bytes(path, max_mib)
+    if not locations.is_uri(name) or locations.is_object_uri(name):
+        return locations.read(path, max_mib, size=size)
     check_file_size(FileSystems.get_filesystem(name).size(name), max_mib)
     with FileSystems.open(name, compression_type=CompressionTypes.UNCOMPRESSED) as handle:
         return handle.read()

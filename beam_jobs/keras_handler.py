@@ -19,7 +19,6 @@ import logging
 import os
 import tempfile
 import threading
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,9 @@ from typing import Any
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
+from digitflow import locations
+from digitflow.locations import ChecksumMismatch, sha256_file, verified_file
 from digitflow.terminal import quiet_native_output
-from model_store.files import ChecksumMismatch, sha256_file, verified_file
 from model_store.object_storage import model_cache
 from model_store.storage import fetch_file
 
@@ -176,11 +176,8 @@ def _convert(keras_path: Path, sha256: str, folder: Path) -> Path:
     (importing TensorFlow), in one atomic replace."""
     from digitflow.models import load_model
 
-    tmp = folder / f".{sha256}.{uuid.uuid4().hex}.tflite"  # Keras insists on the suffix
-    try:
+    with locations.temporary(folder / sha256, ".tflite") as tmp:  # Keras insists on the suffix
         load_model(keras_path).export(str(tmp), format="litert", verbose=False)
         converted = folder / f"{sha256}-{sha256_file(tmp)}.tflite"
-        os.replace(tmp, converted)
-    finally:
-        tmp.unlink(missing_ok=True)
+        locations.commit(tmp, converted)
     return converted

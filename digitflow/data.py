@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import io
 import logging
-import os
 import pickle
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from digitflow import config
+from digitflow import config, locations
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +105,9 @@ def save_npz(path: Path, arrays: Arrays) -> None:
 def write_npz(path: Path, **arrays: Any) -> None:
     """Write named arrays to an `.npz` file atomically: readers see the old file or the new."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as tmp:
+    with locations.temporary(path, ".npz") as tmp:  # numpy adds `.npz` to a name without it
         np.savez(tmp, **arrays)
-    os.replace(tmp.name, path)
+        locations.commit(tmp, path)
 
 
 def _from_keras() -> Arrays:

@@ -53,6 +53,7 @@ class Entry:
     path: str
     kind: Kind
     reason: str = ""  # for UNREADABLE: `unreadable: ...`
+    size: int | None = None  # bytes, where the listing learnt them for free (object stores)
 
 
 class UnreadableError(Exception):

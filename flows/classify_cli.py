@@ -67,11 +67,11 @@ def classify_command(
             "--output out.csv --runner DirectRunner`",
             param_hint="INPUT",
         )
-    from beam_jobs.classify import ClassifyError, job_args, run
+    from beam_jobs.classify import ClassifyError, run
 
     _log_to_stderr()
     try:
-        summary = _run_flow(options, ctx.args) if prefect else run(job_args(options, ctx.args))
+        summary = _run_flow(options, ctx.args) if prefect else run(options, ctx.args)
     except ClassifyError as error:
         err_console.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None

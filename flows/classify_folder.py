@@ -20,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, State
 
-from beam_jobs.classify import ClassifySummary, job_args, run
+from beam_jobs.classify import ClassifySummary, run
 from beam_jobs.options import ClassifyOptions
 from flows.artifacts import markdown_text
 from flows.options import flat
@@ -79,9 +79,9 @@ def final_state(summary: ClassifySummary) -> State:
 
 
 @task(name="run-pipeline", cache_policy=NO_CACHE)
-def run_pipeline(argv: list[str]) -> ClassifySummary:
+def run_pipeline(options: ClassifyOptions, beam_args: list[str]) -> ClassifySummary:
     """Launch the Beam job and wait for it (on whatever runner the Beam options name)."""
-    return run(argv)
+    return run(options, beam_args)
 
 
 @flow(name="classify-folder", description="Classify a folder of digit scans into CSV, with Beam.")
@@ -92,7 +92,7 @@ def classify_folder(options: ClassifyOptions, beam_args: list[str] | None = None
     Ends Completed (`Completed with errors (N)` when N files failed), the summary as its result.
     `beam_args` are Beam's options, e.g. `--runner=DataflowRunner`.
     """
-    summary = run_pipeline(job_args(options, beam_args or []))
+    summary = run_pipeline(options, beam_args or [])
     logger = get_run_logger()
     logger.info("bulk classification done:\n%s", summary.report())
     if summary.drift.detected:

@@ -53,8 +53,8 @@ def retrain_command(options: RetrainOptions) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from prefect.settings import get_current_settings
 
-    from flows.retrain import UNCHANGED as UNCHANGED_STATE
     from flows.retrain import retrain
+    from flows.retrain_report import UNCHANGED as UNCHANGED_STATE
 
     settings = get_current_settings()
     where = settings.api.url or "a temporary local Prefect server"

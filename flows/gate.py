@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
+from digitflow.options import check_bounds, option
+
 if TYPE_CHECKING:  # keeps this module import-cheap for the CLI, which reads the defaults
     from digitflow.evaluate import Evaluation
     from digitflow.robustness import RobustnessScore
@@ -35,26 +37,41 @@ FLOORS = ("accuracy floor", "per-digit recall")  # the rules that need no produc
 
 @dataclass(frozen=True)
 class Thresholds:
-    """The gate's parameters; the defaults are the nightly run's."""
+    """The gate's parameters, each an option of `digitflow retrain` (`flows.options`); the
+    defaults are the nightly run's. A value outside its bounds is a ValueError."""
 
-    min_accuracy: float = 0.97
-    max_regression: float = 0.002
+    min_accuracy: float = option(
+        0.97, help="Gate: lowest test accuracy to promote.", min=0.0, max=1.0
+    )
+    max_regression: float = option(
+        0.002, help="Gate: most accuracy the candidate may lose vs production.", min=0.0, max=1.0
+    )
     # The 97% floor applied to each digit, less 2 points: hard digits (8, 9, 5) sit a little
     # below the mean and, with ~1,000 test images per digit, recall has ~0.5 point of noise.
-    min_digit_recall: float = 0.95
+    min_digit_recall: float = option(
+        0.95, help="Gate: lowest recall allowed for any digit.", min=0.0, max=1.0
+    )
     # Own scans are few: below `min_holdout` images the comparison is skipped as noise. One image
     # is 1/n of accuracy, so the tolerance forgives a single extra mistake only from 100 images.
-    min_holdout: int = 50
-    holdout_tolerance: float = 0.01
+    min_holdout: int = option(
+        50, help="Gate: fewest own-scans holdout images for the holdout rule to apply.", min=0
+    )
+    holdout_tolerance: float = option(
+        0.01,
+        help="Gate: most own-scans holdout accuracy the candidate may lose vs production.",
+        min=0.0,
+        max=1.0,
+    )
     # The suite has thousands of images: half a point is tens of them, beyond seed noise.
-    robustness_tolerance: float = 0.005
+    robustness_tolerance: float = option(
+        0.005,
+        help="Gate: most real-scan robustness accuracy the candidate may lose vs production.",
+        min=0.0,
+        max=1.0,
+    )
 
     def __post_init__(self) -> None:
-        for name, value in asdict(self).items():
-            if name != "min_holdout" and not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1, got {value}")
-        if self.min_holdout < 0:
-            raise ValueError(f"min_holdout must be 0 or more, got {self.min_holdout}")
+        check_bounds(self)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The retrain option set, and `flat`: any option set as the flat parameters of a command or flow.
 
-Option sets are frozen dataclasses whose fields are declared with `beam_jobs.options.option`
+Option sets are frozen dataclasses whose fields are declared with `digitflow.options.option`
 (name, type, default, help, bounds). `flat(Options)` turns a function that takes
 `options: Options` into one whose parameters are the fields themselves, by giving it a generated
 `__signature__`, which is what both consumers read:
@@ -13,9 +13,10 @@ Option sets are frozen dataclasses whose fields are declared with `beam_jobs.opt
 The function body receives one `Options` instance. Flows keep flat parameters, as deployments
 and `prefect.yaml` pass them, and they are generated rather than written out with defaults taken
 from the dataclass: adding an option to `digitflow retrain`, `digitflow schedule`, the `retrain`
-flow and its deployments is adding one field to `RetrainOptions`, and nothing else. The same
-holds for `ClassifyOptions` (in `beam_jobs.options`, the layer below, whose argparse reads it
-too). Cheap to import: no Prefect, no TensorFlow.
+flow and its deployments is adding one field to `RetrainOptions`, and nothing else (the gate's
+thresholds are declared once, in `flows.gate.Thresholds`, and taken from there). The same holds
+for `ClassifyOptions` (in `beam_jobs.options`, the layer below, whose job reads it too). Cheap
+to import: no Prefect, no TensorFlow.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from typing import Annotated, Any, TypeVar, get_type_hints
 import typer
 from typer.models import ParameterInfo
 
-from beam_jobs.options import STORE_HELP, option, spec
+from beam_jobs.options import STORE_HELP
+from digitflow.options import option, same_as, spec
 from digitflow.profiles import TrainConfig, train_config
 from flows.gate import Thresholds
 
@@ -47,38 +49,12 @@ class RetrainOptions:
     )
     epochs: int | None = option(None, help="Override the profile's epochs.", min=1)
     seed: int | None = option(None, help="Override the profile's seed.")
-    min_accuracy: float = option(
-        Thresholds.min_accuracy, help="Gate: lowest test accuracy to promote.", min=0.0, max=1.0
-    )
-    max_regression: float = option(
-        Thresholds.max_regression,
-        help="Gate: most accuracy the candidate may lose vs production.",
-        min=0.0,
-        max=1.0,
-    )
-    min_digit_recall: float = option(
-        Thresholds.min_digit_recall,
-        help="Gate: lowest recall allowed for any digit.",
-        min=0.0,
-        max=1.0,
-    )
-    min_holdout: int = option(
-        Thresholds.min_holdout,
-        help="Gate: fewest own-scans holdout images for the holdout rule to apply.",
-        min=0,
-    )
-    holdout_tolerance: float = option(
-        Thresholds.holdout_tolerance,
-        help="Gate: most own-scans holdout accuracy the candidate may lose vs production.",
-        min=0.0,
-        max=1.0,
-    )
-    robustness_tolerance: float = option(
-        Thresholds.robustness_tolerance,
-        help="Gate: most real-scan robustness accuracy the candidate may lose vs production.",
-        min=0.0,
-        max=1.0,
-    )
+    min_accuracy: float = same_as(Thresholds, "min_accuracy")
+    max_regression: float = same_as(Thresholds, "max_regression")
+    min_digit_recall: float = same_as(Thresholds, "min_digit_recall")
+    min_holdout: int = same_as(Thresholds, "min_holdout")
+    holdout_tolerance: float = same_as(Thresholds, "holdout_tolerance")
+    robustness_tolerance: float = same_as(Thresholds, "robustness_tolerance")
     robustness_images: int | None = option(
         None,
         help="Images in the real-scan robustness suite, spread over its styles (default: the "
@@ -99,14 +75,7 @@ class RetrainOptions:
 
     @property
     def thresholds(self) -> Thresholds:
-        return Thresholds(
-            self.min_accuracy,
-            self.max_regression,
-            self.min_digit_recall,
-            self.min_holdout,
-            self.holdout_tolerance,
-            self.robustness_tolerance,
-        )
+        return Thresholds(**{item.name: getattr(self, item.name) for item in fields(Thresholds)})
 
     def training_config(self) -> TrainConfig:
         """The profile with the overrides, a random seed when forced without one; ValueError

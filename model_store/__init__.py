@@ -7,6 +7,7 @@ the span API (numpy, Pillow) is imported on first use of one of its names.
 
 from typing import Any
 
+from model_store.aliases import ANY
 from model_store.card import (
     SCHEMA_VERSION,
     GateCheck,
@@ -38,9 +39,15 @@ from model_store.records import (
     ResolvedModel,
     VersionListing,
 )
-from model_store.store import ANY, ModelStore
+from model_store.store import ModelStore
 
-_SPAN_NAMES = ("AddResult", "LabelledImages", "Span", "SpanStore", "split_of")
+_SPAN_NAMES = {  # the span API, imported on first use: name -> its module in model_store.spans
+    "AddResult": "records",
+    "LabelledImages": "records",
+    "Span": "records",
+    "SpanStore": "store",
+    "split_of": "arrays",
+}
 
 __all__ = [
     "ANY",
@@ -83,7 +90,8 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     """The span API's names, imported on first use (PEP 562)."""
     if name in _SPAN_NAMES:
-        from model_store.spans import store as spans
+        from model_store.spans import arrays, records, store
 
-        return getattr(spans, name)
+        modules = {"arrays": arrays, "records": records, "store": store}
+        return getattr(modules[_SPAN_NAMES[name]], name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

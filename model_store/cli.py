@@ -16,12 +16,13 @@ import typer
 from rich.console import Console
 from rich.table import Column, Table
 
+from model_store.aliases import ANY, Expected
 from model_store.card import InvalidCard, Metrics
 from model_store.errors import PromotionConflict, StoreError
 from model_store.metadata import default_actor
 from model_store.records import CorruptEntry, HistoryEntry, ModelVersion
 from model_store.refs import label
-from model_store.store import ANY, Expected, ModelStore
+from model_store.store import ModelStore
 
 models_app = typer.Typer(
     help="Versioned model store: register, promote, roll back, audit.", no_args_is_help=True

@@ -27,3 +27,8 @@ class InvalidModel(StoreError):
 
 class PromotionConflict(StoreError):
     """Compare-and-swap failed: the alias no longer points where the caller expected."""
+
+
+class WriteConflict(Exception):
+    """A conditional write lost: the file or object changed (or was taken) since it was read.
+    Raised by the storage layer to the store, which tries again or says so in a StoreError."""

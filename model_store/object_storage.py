@@ -1,4 +1,5 @@
-"""Stores on S3 (`s3://bucket/prefix`) and GCS (`gs://bucket/prefix`), through digitflow.objects.
+"""Stores under an object URI (`s3://bucket/prefix`, `gs://bucket/prefix`, any scheme
+`digitflow.locations` has a backend for).
 
 Object stores cannot rename, but they write whole objects conditionally: S3 `If-Match` (the
 ETag read) and `If-None-Match: *` (absent), GCS `ifGenerationMatch`. Every change here is such
@@ -7,9 +8,6 @@ a write, so concurrent writers cannot overwrite each other. See `model_store/REA
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,11 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
-from digitflow import config, objects
-from model_store.errors import StoreError
-from model_store.files import ChecksumMismatch, WriteConflict, sha256_file, verified_file
-
-log = logging.getLogger(__name__)
+from digitflow import config, locations
+from model_store.errors import StoreError, WriteConflict
 
 _HISTORY_READERS = 16  # history entries fetched at once: one request each
 
@@ -33,46 +28,19 @@ def model_cache() -> Path:
 
 
 def check_uri(uri: str, what: str) -> str:
-    """`uri` if it is an s3:// or gs:// URI with a bucket, else StoreError naming `what` it is."""
-    if not objects.is_object_uri(uri):
-        raise StoreError(f"unsupported {what} URI {uri}: use a local path, s3:// or gs://")
+    """`uri` if it is an object URI with a bucket, else StoreError naming `what` it is."""
+    if not locations.is_object_uri(uri):
+        raise StoreError(f"unsupported {what} URI {uri}: use {locations.described()}")
     return uri
 
 
-def download(uri: str, sha256: str | None, cache: Path) -> Path:
-    """A local copy of `uri` in `cache` whose content has `sha256` (unchecked when None).
-
-    Copies are named by their content (`<sha256>-<name>`), so they never change: one that is
-    already cached and still matches is reused, anything else is fetched again in one
-    atomic replace. Raises FileNotFoundError if `uri` is missing and ChecksumMismatch if its
-    content differs.
-    """
-    name = check_uri(uri, "model").rstrip("/").rsplit("/", 1)[-1]
-    if sha256 is not None:
-        with contextlib.suppress(FileNotFoundError, ChecksumMismatch):
-            return verified_file(cache / f"{sha256}-{name}", sha256)
-    log.info("downloading %s", uri)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f".{name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with tmp.open("wb") as fh:
-            objects.download(uri, fh)
-        digest = sha256_file(tmp)
-        if sha256 is not None and digest != sha256:
-            raise ChecksumMismatch(uri)
-        cached = cache / f"{digest}-{name}"
-        os.replace(tmp, cached)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return cached
-
-
 class ObjectStorage:
-    """A store under an s3:// or gs:// prefix; model files are fetched into a local cache.
+    """A store under an object URI prefix; model files are fetched into a local cache.
 
-    Tokens are S3 ETags and GCS generations. A version's number is claimed by writing its
-    model object only if absent; history entries are objects of their own, named by the time
-    taken just before the alias write they record, so their order is that of the writes.
+    Tokens are the objects' versions (S3 ETags, GCS generations). A version's number is claimed
+    by writing its model object only if absent; history entries are objects of their own,
+    named by the time taken just before the alias write they record, so their order is that of
+    the writes.
     """
 
     def __init__(self, root: str, cache_dir: Path | None = None) -> None:
@@ -83,7 +51,7 @@ class ObjectStorage:
         return f"{self.root}/{name}"
 
     def read_versioned(self, name: str) -> tuple[bytes | None, str | None]:
-        blob = objects.get(self.uri(name))
+        blob = locations.get(self.uri(name))
         return (None, None) if blob is None else (blob.data, blob.version)
 
     def write_if(self, name: str, data: bytes, token: str | None, *, history: str | None) -> None:
@@ -96,7 +64,8 @@ class ObjectStorage:
 
     def children(self, name: str) -> list[str]:
         prefix = self.uri(name) + "/"
-        return sorted({uri[len(prefix) :].split("/")[0] for uri in objects.names(prefix)})
+        found = locations.list_prefix(prefix)
+        return sorted({listed.uri[len(prefix) :].split("/")[0] for listed in found})
 
     @contextmanager
     def staging(self) -> Iterator[Path]:
@@ -111,28 +80,29 @@ class ObjectStorage:
             self._put(f"{name}/{path.name}", path.read_bytes(), None)
 
     def fetch(self, name: str, sha256: str) -> Path:
-        return download(self.uri(name), sha256, self._cache)
+        return locations.fetch(self.uri(name), sha256, self._cache)
 
     def check_writable(self) -> None:
         # Object stores have no directories: write a probe object and delete it again.
         probe = self.uri(f".write-check-{uuid.uuid4().hex}")
         try:
-            objects.put(probe, b"", if_version=objects.ABSENT)
-            objects.delete(probe)
-        except objects.ObjectStoreError as error:
+            locations.put(probe, b"", if_version=locations.ABSENT)
+            locations.delete(probe)
+        except locations.ObjectStoreError as error:
             reason = str(error).removeprefix(f"{probe}: ")
             raise StoreError(f"store root {self.root} is not writable ({reason})") from None
 
     def read_history(self) -> list[str]:
-        uris = [uri for uri in objects.names(self.uri("history/")) if uri.endswith(".json")]
+        found = locations.list_prefix(self.uri("history/"))
+        uris = [listed.uri for listed in found if listed.uri.endswith(".json")]
         with ThreadPoolExecutor(_HISTORY_READERS) as pool:
-            blobs = list(pool.map(objects.get, uris))
+            blobs = list(pool.map(locations.get, uris))
         return [blob.data.decode(errors="replace").strip() for blob in blobs if blob is not None]
 
     def _put(self, name: str, data: bytes, token: str | None) -> None:
         """Write `name` if it is still as read with `token` (None: if absent)."""
-        condition = objects.ABSENT if token is None else token
+        condition = locations.ABSENT if token is None else token
         try:
-            objects.put(self.uri(name), data, if_version=condition)
-        except objects.PreconditionFailed:
+            locations.put(self.uri(name), data, if_version=condition)
+        except locations.PreconditionFailed:
             raise WriteConflict(self.uri(name)) from None

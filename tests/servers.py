@@ -33,6 +33,8 @@ STORE_KINDS = [
     pytest.param("s3", marks=pytest.mark.slow),
     pytest.param("gs", marks=pytest.mark.slow),
 ]
+# ... and, for tests that stay in one process, a bucket in memory (tests/memory_backend.py).
+IN_PROCESS_STORE_KINDS = [*STORE_KINDS, "mem"]
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -16,10 +17,12 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
-from beam_jobs.classify import model_label, resolve_model, run
-from beam_jobs.csv_rows import COLUMNS
+from beam_jobs.classify import TuningOptions, model_label, resolve_model, run
 from beam_jobs.direct import MULTI_PROCESS_FROM, direct_defaults
 from beam_jobs.keras_handler import KerasModelHandler
+from beam_jobs.options import ClassifyOptions, Tuning
+from digitflow.options import add_arguments, from_namespace
+from digitflow.results import COLUMNS
 from digitflow.scans import render_scan, write_scans
 from model_store import ModelStore
 
@@ -98,7 +101,7 @@ def test_every_file_is_accounted_for_once(production, mnist, tmp_path):
     truth, failures, others = scan_folder(root, mnist)
     output = tmp_path / "out" / "results.csv"
 
-    summary = run(["--input", str(root), "--output", str(output), IN_PROCESS])
+    summary = run(ClassifyOptions(str(root), str(output)), [IN_PROCESS])
 
     header, rows = read_csv(output)
     error_header, errors = read_csv(tmp_path / "out" / "results.errors.csv")
@@ -228,3 +231,18 @@ def heavy_modules_after(statement: str) -> str:
 
 def test_cli_module_imports_neither_beam_nor_tensorflow():
     assert heavy_modules_after("import flows.classify_cli") == "[]"
+
+
+def test_a_command_line_parses_into_the_typed_options_and_beam_keeps_the_tuning():
+    parser = argparse.ArgumentParser(allow_abbrev=False)
+    add_arguments(parser, ClassifyOptions)
+    argv = ["--input", "in/", "--output", "r.csv", "--min-confidence", "0.5", "--overwrite"]
+
+    known, beam_args = parser.parse_known_args([*argv, "--batch_size", "7", IN_PROCESS])
+    tuning = from_namespace(Tuning, PipelineOptions(beam_args).view_as(TuningOptions))
+
+    assert from_namespace(ClassifyOptions, known) == ClassifyOptions(
+        "in/", "r.csv", min_confidence=0.5, overwrite=True
+    )
+    assert beam_args == ["--batch_size", "7", IN_PROCESS]
+    assert tuning == Tuning(batch_size=7)

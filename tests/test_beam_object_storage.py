@@ -14,7 +14,8 @@ from servers import ObjectServer, create_bucket, worker_pool
 from test_beam_classify import IN_PROCESS, scan_folder
 
 from beam_jobs.classify import ClassifyError, run
-from digitflow import objects
+from beam_jobs.options import ClassifyOptions
+from digitflow import locations
 from model_store import ModelStore
 
 pytestmark = pytest.mark.slow
@@ -43,7 +44,7 @@ def upload(folder: Path, prefix: str) -> dict[str, str]:
     uris = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         uris[str(path)] = f"{prefix}/{path.relative_to(folder).as_posix()}"
-        objects.put(uris[str(path)], path.read_bytes())
+        locations.put(uris[str(path)], path.read_bytes())
     return uris
 
 
@@ -64,9 +65,9 @@ def remote_scans(bucket: str, mnist, folder: Path, model: Path) -> RemoteScans:
 
 def content(location: str) -> bytes:
     """A written file's bytes, from a bucket or a local path."""
-    if not objects.is_object_uri(location):
+    if not locations.is_object_uri(location):
         return Path(location).read_bytes()
-    found = objects.get(location)
+    found = locations.get(location)
     assert found is not None, f"{location} was not written"
     return found.data
 
@@ -92,9 +93,9 @@ def test_bulk_job_reads_and_writes_object_storage(bucket, mnist, trained_model_p
     # fake-gcs-server does not implement: on gs:// the input and store are remote, the output local.
     remote_output = bucket.startswith("s3://")
     output = f"{bucket}/out/results.csv" if remote_output else str(tmp_path / "out/results.csv")
-    job = ["--input", scans.input, "--output", output, "--store", scans.store, IN_PROCESS]
+    job = ClassifyOptions(scans.input, output, store=scans.store)
 
-    summary = run(job)
+    summary = run(job, [IN_PROCESS])
 
     assert_accounted_for(scans, output)
     assert (summary.classified, summary.failed, summary.ignored) == (
@@ -105,7 +106,7 @@ def test_bulk_job_reads_and_writes_object_storage(bucket, mnist, trained_model_p
     assert summary.model_uri == f"{scans.store}/versions/1/model.keras"
     written = content(output)
     with pytest.raises(ClassifyError, match="pass --overwrite"):
-        run(job)
+        run(job, [IN_PROCESS])
     assert content(output) == written  # refused before anything ran: the file is as it was
 
 
@@ -127,7 +128,7 @@ def test_portable_runner_runs_the_job_in_sdk_workers(
         "--environment_type=EXTERNAL", f"--environment_config=localhost:{pool_port}",
     ]  # fmt: skip
 
-    summary = run(["--input", scans.input, "--output", output, "--store", scans.store, *portable])
+    summary = run(ClassifyOptions(scans.input, output, store=scans.store), portable)
 
     assert_accounted_for(scans, output)
     assert summary.images == len(scans.truth) + len(scans.failures)

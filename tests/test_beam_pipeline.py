@@ -12,10 +12,10 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image, ImageDraw
 
 from beam_jobs.classify import build_pipeline, model_label, resolve_model
-from beam_jobs.csv_rows import COLUMNS, error_line
 from beam_jobs.inputs import Source
 from beam_jobs.keras_handler import KerasModelHandler, sha256_file
 from beam_jobs.transforms import NAMESPACE, PREDICTED
+from digitflow.results import COLUMNS, error_line
 
 STROKES = {  # dark pen strokes on white paper, roughly a 1, a 7 and a 4
     "one.png": [(32, 8), (32, 56)],

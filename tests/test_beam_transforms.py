@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from dataclasses import fields
 
 import apache_beam as beam
 import numpy as np
@@ -14,7 +15,6 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
-from beam_jobs.csv_rows import COLUMNS, csv_line, errors_path, prediction_line
 from beam_jobs.inputs import Source
 from beam_jobs.keras_handler import KerasModelHandler, ModelFileError, sha256_file
 from beam_jobs.transforms import (
@@ -26,6 +26,16 @@ from beam_jobs.transforms import (
     WriteCsv,
 )
 from digitflow.data import model_input
+from digitflow.results import (
+    COLUMNS,
+    PROBABILITIES,
+    RESULT_COLUMNS,
+    Result,
+    csv_line,
+    errors_path,
+    read_result,
+    result_line,
+)
 from digitflow.scans import render_scan
 
 AWKWARD_NAMES = ("a, b.png", 'say "seven".png', "two  spaces .png", "ünïcødé 数字.png")
@@ -70,7 +80,7 @@ def test_csv_lines_round_trip_awkward_paths():
 def test_prediction_line_columns_and_low_confidence():
     probabilities = np.array([0.02, 0.0, 0.0, 0.7, 0.0, 0.08, 0.0, 0.2, 0.0, 0.0], np.float32)
 
-    row = next(csv.reader([prediction_line("x.png", probabilities, "v3", 0.8)]))
+    row = next(csv.reader([result_line(Result.of("x.png", probabilities, "v3", 0.8))]))
 
     assert dict(zip(COLUMNS, row, strict=True)) == {
         "path": "x.png",
@@ -80,7 +90,7 @@ def test_prediction_line_columns_and_low_confidence():
         "model_version": "v3",
         **{f"prob_{d}": f"{p:.6f}" for d, p in enumerate(probabilities)},
     }
-    high = next(csv.reader([prediction_line("x.png", probabilities, "v3", 0.5)]))
+    high = next(csv.reader([result_line(Result.of("x.png", probabilities, "v3", 0.5))]))
     assert high[3] == "false"
 
 
@@ -225,3 +235,23 @@ def test_write_csv_of_nothing_is_a_header(tmp_path):
     p.run().wait_until_finish()
 
     assert target.read_text() == "path,error\n"
+
+
+def test_a_results_row_reads_back_as_the_result_it_was_written_from():
+    probabilities = [0.0, 0.125, 0.0, 0.75, 0.0, 0.0625, 0.0, 0.0625, 0.0, 0.0]
+    result = Result.of('a, "b".png', probabilities, "v3", 0.8)
+
+    [record] = csv.DictReader([csv_line(COLUMNS), result_line(result)])
+
+    assert (result.digit, result.confidence, result.low_confidence) == (3, 0.75, True)
+    assert read_result(record) == result
+    assert read_result({"path": "x.png", "digit": "42", "confidence": "nan"}) == Result(
+        "x.png", None, None, False, "", (None,) * 10
+    )
+
+
+def test_each_single_column_is_named_as_the_result_field_it_holds():
+    singles = [column.name for column in RESULT_COLUMNS if column not in PROBABILITIES]
+
+    assert singles == [item.name for item in fields(Result) if item.name != "probabilities"]
+    assert (*singles, *(f"prob_{digit}" for digit in range(10))) == COLUMNS

@@ -17,7 +17,7 @@ import pytest
 from test_beam_classify import IN_PROCESS
 from test_flow_retrain import run_flow
 
-from beam_jobs.classify import run
+from beam_jobs.classify import main as run
 from digitflow.data import Mnist
 from digitflow.scans import write_scans
 from model_store import ModelStore

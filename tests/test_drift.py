@@ -11,6 +11,7 @@ import pytest
 
 from beam_jobs.classify import run
 from beam_jobs.drift import NO_DRIFT, NO_REFERENCE, compare, psi, reference_profile
+from beam_jobs.options import ClassifyOptions
 from digitflow.evaluate import PredictionProfile, evaluate
 from digitflow.scans import write_scans
 from model_store import CorruptVersion, InvalidCard, Metrics, ModelStore, Reference, build_card
@@ -136,10 +137,10 @@ def test_bulk_run_reports_drift_for_one_digit_and_none_for_a_balanced_folder(
 
     skewed, even = (
         run(
-            [
-                *("--input", str(tmp_path / folder), "--output", str(tmp_path / f"{folder}.csv")),
-                *("--drift_min_images", "30", IN_PROCESS),
-            ]
+            ClassifyOptions(
+                str(tmp_path / folder), str(tmp_path / f"{folder}.csv"), drift_min_images=30
+            ),
+            [IN_PROCESS],
         )
         for folder in ("ones", "mixed")
     )

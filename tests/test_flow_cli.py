@@ -15,8 +15,10 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from beam_jobs.options import spec
+from beam_jobs.options import ClassifyOptions
+from digitflow.options import spec
 from flows.cli import register
+from flows.gate import Thresholds
 from flows.options import RetrainOptions, flat
 from flows.schedule import DEPLOYMENT_NAME, NIGHTLY_CRON, NIGHTLY_TIMEZONE, TAGS
 
@@ -185,3 +187,31 @@ def test_prefect_yaml_deploys_the_flow_on_the_schedule_in_code():
     assert deployment["work_pool"]["name"] == "digitflow"
     assert set(deployment["parameters"]) <= {item.name for item in fields(RetrainOptions)}
     assert spec["pull"] == []  # runs import the installed package; nothing to fetch
+
+
+def test_the_gate_thresholds_are_declared_once_in_the_gate():
+    declared = {item.name: item for item in fields(Thresholds)}
+    options = {item.name: item for item in fields(RetrainOptions) if item.name in declared}
+
+    assert list(options) == list(declared)
+    for name, item in options.items():
+        assert (item.default, spec(item)) == (declared[name].default, spec(declared[name]))
+    assert RetrainOptions(min_accuracy=0.98, min_holdout=7).thresholds == Thresholds(
+        min_accuracy=0.98, min_holdout=7
+    )
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Thresholds(min_holdout=-1), "min_holdout must be at least 0, got -1"),
+        (lambda: ClassifyOptions("in", "out.csv", shards=0), "shards must be at least 1, got 0"),
+        (
+            lambda: ClassifyOptions("in", "out.csv", min_confidence=1.5),
+            "min_confidence must be between 0 and 1, got 1.5",
+        ),
+    ],
+)
+def test_option_sets_built_in_code_refuse_values_out_of_their_bounds(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

@@ -308,7 +308,7 @@ def test_an_unusable_store_fails_the_run_before_training(
 def test_a_candidate_that_loses_the_promotion_race_is_recorded_as_such(model_file: Path):
     from prefect import flow
 
-    from flows.retrain import promote
+    from flows.promotion import promote
 
     store = ModelStore()
     first, second = (store.register(model_file, {"metrics": {}}) for _ in range(2))
@@ -330,7 +330,7 @@ def test_a_candidate_that_passes_the_gate_but_loses_the_race_is_not_promoted(mod
 
     from flows.gate import Decision
     from flows.options import RetrainOptions
-    from flows.retrain import Promotion, promote_if_passed
+    from flows.promotion import Promotion, promote_if_passed
 
     store = ModelStore()
     first, second = (store.register(model_file, {"metrics": {}}) for _ in range(2))

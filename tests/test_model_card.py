@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from digitflow.locations import sha256_file
 from model_store import (
     SCHEMA_VERSION,
     CorruptVersion,
@@ -28,7 +29,6 @@ from model_store import (
     SpanUse,
     build_card,
 )
-from model_store.files import sha256_file
 
 BAD_METRICS = [
     ({"accuracy": 0.9, "recall": [0.9, 0.8]}, "recall must be an object keyed by digit 0-9"),

@@ -11,13 +11,15 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import memory_backend
 import pytest
-from servers import STORE_KINDS, ObjectServer, create_bucket
+from servers import IN_PROCESS_STORE_KINDS, ObjectServer, create_bucket
 
+from digitflow.locations import ChecksumMismatch, sha256_file
 from model_store import (
     ANY,
     AliasNotFound,
@@ -30,7 +32,6 @@ from model_store import (
     VersionNotFound,
     build_metadata,
 )
-from model_store.files import ChecksumMismatch, sha256_file
 from model_store.metadata import complete, to_json
 from model_store.storage import Storage, fetch_file, open_storage
 
@@ -46,14 +47,19 @@ def metadata(accuracy: float) -> dict:
     )
 
 
-@pytest.fixture(params=STORE_KINDS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> ModelStore:
-    """The same store in a local directory and under a new bucket on each object store."""
+@pytest.fixture(params=IN_PROCESS_STORE_KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ModelStore]:
+    """The same store in a local directory, under a new bucket on each object store, and on a
+    backend that the store's code has never heard of: `mem://`, registered for the test."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
     if request.param == "local":
-        return ModelStore(tmp_path / "store")
-    servers: dict[str, ObjectServer] = request.getfixturevalue("object_servers")
-    bucket = create_bucket(servers[request.param], f"test-{uuid.uuid4().hex[:12]}")
-    return ModelStore(f"{bucket}/models")
+        yield ModelStore(tmp_path / "store")
+    elif request.param == "mem":
+        with memory_backend.registered():
+            yield ModelStore(f"{memory_backend.SCHEME}://{name}/models")
+    else:
+        servers: dict[str, ObjectServer] = request.getfixturevalue("object_servers")
+        yield ModelStore(f"{create_bucket(servers[request.param], name)}/models")
 
 
 def store_with_versions(root: Path, model_file: Path, count: int) -> ModelStore:
@@ -206,7 +212,7 @@ def test_a_write_between_read_and_write_is_never_lost(store: ModelStore, model_f
 def test_a_writer_that_keeps_losing_gives_up_with_one_line(
     tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("model_store.store._ROUNDS", 3)
+    monkeypatch.setattr("model_store.conditional_writes._ROUNDS", 3)
     store = store_with_versions(tmp_path / "store", model_file, 1)
     loser = interrupted(store, lambda: store.annotate(1, {"b": uuid.uuid4().hex}), times=3)
     with pytest.raises(StoreError, match=r"metadata\.json kept changing: 3 concurrent writes won"):

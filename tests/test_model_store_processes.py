@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from servers import STORE_KINDS, ObjectServer, create_bucket
 
+from digitflow.locations import sha256_file
 from model_store import ModelStore
-from model_store.files import sha256_file
 
 
 def three_versions(root: str | Path, model_file: Path) -> ModelStore:

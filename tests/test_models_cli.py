@@ -354,7 +354,7 @@ def test_register_takes_evaluate_json_as_it_prints_it(
 
 def hand_written_version(store: ModelStore, model_file: Path, number: int, record: dict) -> Path:
     """A version folder as an earlier release left it, metadata.json written by hand."""
-    from model_store.files import sha256_file
+    from digitflow.locations import sha256_file
 
     directory = Path(store.root) / "versions" / str(number)
     directory.mkdir(parents=True)

@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from test_models_cli import error_lines, json_of, models, models_importing
 
-from digitflow import objects
+from digitflow import locations
+from digitflow.listing import UnreadableError
+from digitflow.locations import ChecksumMismatch
 from model_store import CorruptVersion, ModelStore, StoreError
-from model_store.files import ChecksumMismatch
 from model_store.object_storage import ObjectStorage
 from model_store.storage import fetch_file
 
@@ -31,12 +32,12 @@ def test_damage_in_the_bucket_is_a_corrupt_version(
     writer.promote(2, reason="second", actor="test")
     # An upload that stopped before its metadata (the commit marker) is invisible, and its
     # number is never reused.
-    objects.put(f"{root}/versions/4/model.keras", b"half an upload")
+    locations.put(f"{root}/versions/4/model.keras", b"half an upload")
     assert [v.version for v in writer.list_versions()] == [1, 2, 3]
     assert writer.register(model_file, {"metrics": {}}).version == 5
 
-    objects.put(f"{root}/versions/3/model.keras", b"damaged in the bucket")
-    objects.delete(f"{root}/versions/1/model.keras")
+    locations.put(f"{root}/versions/3/model.keras", b"damaged in the bucket")
+    locations.delete(f"{root}/versions/1/model.keras")
     # Another machine: nothing cached yet.
     reader = ModelStore(storage=ObjectStorage(root, cache_dir=tmp_path / "reader-cache"))
     with pytest.raises(CorruptVersion, match=r"^v3: model file is corrupt, its sha256 does not"):
@@ -63,14 +64,45 @@ def test_a_pinned_model_is_fetched_once_and_checked_on_every_use(
     assert pinned.local_path == digitflow_home / "cache/models" / f"{pinned.sha256}-model.keras"
 
     # A worker on that machine, given the URI and sha256, finds the launcher's copy.
-    objects.delete(uri)
+    locations.delete(uri)
     assert fetch_file(uri, pinned.sha256) == pinned.local_path
     with pytest.raises(FileNotFoundError):
         fetch_file(uri, "0" * 64)
-    objects.put(uri, b"another model")
+    locations.put(uri, b"another model")
     with pytest.raises(ChecksumMismatch):
         fetch_file(uri, "0" * 64)
     assert fetch_file(uri, None).read_bytes() == b"another model"  # unchecked, named by content
+
+
+@pytest.mark.parametrize("bucket", ["gs"], indirect=True)
+def test_a_gs_read_is_one_request_with_the_size_its_listing_gave(
+    bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import requests
+
+    uri = f"{bucket}/scans/one.png"
+    locations.put(uri, b"a scan")
+    [listed] = locations.list_prefix(f"{bucket}/scans/")
+    sent: list[str] = []
+    send = requests.Session.request
+
+    def counted(session: requests.Session, method: str, url: str, **kwargs: object):
+        sent.append(f"{method} {url}")
+        return send(session, method, url, **kwargs)
+
+    monkeypatch.setattr(requests.Session, "request", counted)
+    assert locations.read(uri, max_mib=1) == b"a scan"
+    assert len(sent) == 2, sent  # its size, then that generation's content
+    sent.clear()
+    assert locations.read(uri, max_mib=1, size=listed.size) == b"a scan"
+    assert len(sent) == 1, sent
+    sent.clear()
+    with pytest.raises(UnreadableError, match=r"^too large: 2\.0 MiB \(limit 1 MiB\)$"):
+        locations.read(uri, max_mib=1, size=2 << 20)  # refused by the listed size, unread
+    assert sent == []
+    locations.put(uri, bytes(2 << 20))  # it grew since it was listed: still refused
+    with pytest.raises(UnreadableError, match=r"^too large: 2\.0 MiB \(limit 1 MiB\)$"):
+        locations.read(uri, max_mib=1, size=listed.size)
 
 
 def test_a_missing_bucket_is_one_line(bucket: str) -> None:

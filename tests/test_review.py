@@ -17,20 +17,14 @@ from PIL import Image
 from test_beam_classify import heavy_modules_after
 from typer.testing import CliRunner
 
-from beam_jobs.csv_rows import COLUMNS, csv_line, prediction_line
 from digitflow.listing import path_text
+from digitflow.results import COLUMNS, Result, csv_line, result_line
 from digitflow.scans import render_scan
-from model_store.spans.review import COLUMNS as SHEET_COLUMNS
-from model_store.spans.review import (
-    HEADER,
-    MAX_LIMIT,
-    TILE,
-    TILES_PER_SHEET,
-    Row,
-    load_scan,
-    select,
-)
+from model_store.spans.contact_sheet import COLUMNS as SHEET_COLUMNS
+from model_store.spans.contact_sheet import HEADER, TILE, TILES_PER_SHEET, load_scan
+from model_store.spans.review import MAX_LIMIT
 from model_store.spans.review_cli import register
+from model_store.spans.review_rows import read_rows, select
 
 DIGITFLOW = Path(sys.executable).with_name("digitflow")
 
@@ -63,7 +57,8 @@ def results(mnist, tmp_path: Path) -> tuple[Path, dict[str, tuple[int, float]]]:
         fmt = "JPEG" if name.endswith(b".jpg") else "PNG"
         render_scan(mnist.x_test[index], rng).convert("RGB").save(os.fsdecode(path), fmt)
         digit = int(mnist.y_test[index])
-        rows.append(prediction_line(path_text(path), probabilities(digit, confidence), "v1", 0.8))
+        result = Result.of(path_text(path), probabilities(digit, confidence), "v1", 0.8)
+        rows.append(result_line(result))
         expected[path_text(path)] = (digit, confidence)
     (folder / "gone.png").unlink()
     csv_path = tmp_path / "results.csv"
@@ -131,7 +126,8 @@ def test_limit_all_and_tile_grid(results, tmp_path):
 
 
 def test_select_keeps_the_lowest_in_order_and_counts_all_matches():
-    rows = [Row(f"{n}.png", n % 10, c) for n, c in enumerate([0.5, 0.2, 0.9, 0.2, 0.7, 0.1])]
+    confidences = [0.5, 0.2, 0.9, 0.2, 0.7, 0.1]
+    rows = [Result(f"{n}.png", n % 10, c, c < 0.8, "v1", ()) for n, c in enumerate(confidences)]
 
     selection = select(iter(rows), below=0.8, limit=3)
 
@@ -302,3 +298,13 @@ def run_in(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(DIGITFLOW), *args], cwd=folder, capture_output=True, text=True, timeout=120
     )
+
+
+def test_review_reads_each_row_as_the_result_the_job_wrote(results):
+    csv_path, expected = results
+
+    rows = list(read_rows([str(csv_path)]))
+
+    assert {row.path: (row.digit, row.confidence) for row in rows} == expected
+    assert all(row.low_confidence == (row.confidence < 0.8) for row in rows)
+    assert {(row.model_version, len(row.probabilities)) for row in rows} == {("v1", 10)}

@@ -18,10 +18,10 @@ import pytest
 from test_models_cli import command_importing
 from test_review import probabilities
 
-from beam_jobs.csv_rows import COLUMNS, csv_line, prediction_line
-from digitflow import objects
+from digitflow import locations
 from digitflow.listing import UnreadableError, path_text
 from digitflow.preprocess import to_mnist
+from digitflow.results import COLUMNS, Result, csv_line, result_line
 from digitflow.scans import render_scan, write_scans
 from model_store import ModelStore, SpanStore, StoreError, split_of
 
@@ -165,7 +165,7 @@ def test_span_on_an_object_store(bucket: str, tmp_path: Path, mnist) -> None:
     rows = [(name, label) for name, label in scans(mnist, tmp_path, 0, 3)]
     for i in range(2):
         uri = f"{bucket}/incoming/scan {i}.png"
-        objects.put(uri, scan_bytes(mnist.x_test[3 + i], i))
+        locations.put(uri, scan_bytes(mnist.x_test[3 + i], i))
         rows.append((uri, int(mnist.y_test[3 + i])))
     rows.append((f"{bucket}/incoming/missing.png", 1))
     store = SpanStore(f"{bucket}/models")
@@ -241,11 +241,11 @@ def test_a_file_over_the_size_limit_is_a_bad_row_unread(tmp_path: Path, mnist) -
 
 def test_an_object_over_the_size_limit_is_refused_by_its_size(bucket: str) -> None:
     uri = f"{bucket}/incoming/huge.png"
-    objects.put(uri, bytes(2 << 20))
+    locations.put(uri, bytes(2 << 20))
 
     with pytest.raises(UnreadableError, match=r"^too large: 2\.0 MiB \(limit 1 MiB\)$"):
-        objects.read_bytes(uri, max_mib=1)
-    assert objects.read_bytes(uri, max_mib=2) == bytes(2 << 20)
+        locations.read(uri, max_mib=1)
+    assert locations.read(uri, max_mib=2) == bytes(2 << 20)
 
 
 def test_a_fifo_as_labels_csv_is_refused_at_once(tmp_path: Path) -> None:
@@ -281,7 +281,7 @@ def reviewed_run(mnist, tmp_path: Path, count: int, wrong: int) -> tuple[Path, d
     lines = [csv_line(COLUMNS)]
     for n, (path, label) in enumerate(truth.items()):
         digit = (label + 1) % 10 if n < wrong else label
-        lines.append(prediction_line(path, probabilities(digit, 0.5), "v1", 0.8))
+        lines.append(result_line(Result.of(path, probabilities(digit, 0.5), "v1", 0.8)))
     results = tmp_path / "results.csv"
     results.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
     out = tmp_path / "review"

@@ -32,7 +32,8 @@ from model_store.store import ModelStore
 
 if TYPE_CHECKING:
     from model_store.spans.checks import LabelCheck, Suspect
-    from model_store.spans.store import Draft, Span, TornSpan
+    from model_store.spans.drafts import Draft
+    from model_store.spans.records import Span, TornSpan
 
 DIGITS = tuple(str(digit) for digit in range(10))
 
@@ -156,7 +157,8 @@ def list_spans(
 ) -> None:
     """List labelled spans: name, created, images (train/holdout), per digit, removal; a torn
     span as a `corrupt` row and a warning."""
-    from model_store.spans.store import SpanStore, TornSpan
+    from model_store.spans.records import TornSpan
+    from model_store.spans.store import SpanStore
 
     with _errors():
         span_store = SpanStore(store)

@@ -68,7 +68,8 @@ def review_command(
     Then: digitflow data add OUT/labels.csv (it refuses rows still a model's guess, unless
     --accept-unreviewed: those train, never judge a model).
     """
-    from model_store.spans.review import ReviewError, review
+    from model_store.spans.review import review
+    from model_store.spans.review_rows import ReviewError
 
     threshold = None if all_rows else below
     try:

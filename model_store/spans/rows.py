@@ -24,12 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from digitflow import objects
+from digitflow import locations
 from digitflow.labels import parse_digit
-from digitflow.listing import UnreadableError, path_bytes, read_file
+from digitflow.listing import UnreadableError, path_bytes
 from digitflow.preprocess import PreprocessError, to_mnist
 from model_store.errors import StoreError
-from model_store.files import is_uri
 
 GUESS = "model:"  # a `source` starting with it: a label a model wrote, until a person changes it
 PATH_COLUMNS = ("path", "file")  # `file`: the header `digitflow data scans` writes
@@ -78,16 +77,16 @@ def resolve_path(path: str, folder: str) -> str | bytes:
     """The file a CSV cell names (the rule above): a URI as it is, a local path made absolute
     from `folder` (the CSV file's own: a local path, or an s3:// / gs:// URI) and normalised,
     as bytes (a name need not be UTF-8)."""
-    if is_uri(path):
+    if locations.is_uri(path):
         return path
-    if objects.is_object_uri(folder):
+    if locations.is_object_uri(folder):
         return f"{folder.rstrip('/')}/{path}"
     return os.path.normpath(os.path.join(os.fsencode(folder), path_bytes(path)))
 
 
 def csv_folder(location: str) -> str:
     """The folder of a CSV file given as a local path or an s3:// / gs:// URI."""
-    if objects.is_object_uri(location):
+    if locations.is_object_uri(location):
         return location.rsplit("/", 1)[0]
     return os.path.dirname(os.path.abspath(location))
 
@@ -96,7 +95,7 @@ def read_source(labels_csv: Path, max_mib: int) -> bytes:
     """LABELS.csv's bytes; StoreError for anything but a regular file of at most `max_mib` MiB
     (a FIFO is refused at once, never waited on)."""
     try:
-        return read_file(labels_csv, max_mib)
+        return locations.read(labels_csv, max_mib)
     except UnreadableError as error:
         raise StoreError(f"{labels_csv}: {error}") from None
 
@@ -154,8 +153,8 @@ def _location(path: str, folder: str) -> str | bytes:
     """`resolve_path`, for a cell that names something `data add` can read."""
     if not path.strip():
         raise BadRow("empty path")
-    if is_uri(path) and not objects.is_object_uri(path):
-        raise BadRow("unsupported URI: use a local path, s3:// or gs://")
+    if locations.is_uri(path) and not locations.is_object_uri(path):
+        raise BadRow(f"unsupported URI: use {locations.described()}")
     return resolve_path(path, folder)
 
 
@@ -164,7 +163,7 @@ def _image(row: Row, location: str | bytes, max_mib: int) -> LabelledImage:
     if digit is None:
         raise BadRow(f"bad label {row.label!r}: must be a digit 0-9")
     try:
-        data = objects.read_bytes(location, max_mib)
+        data = locations.read(location, max_mib)
         pixels = to_mnist(data)
     except (UnreadableError, PreprocessError) as error:
         raise BadRow(str(error)) from None

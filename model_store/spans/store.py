@@ -1,6 +1,4 @@
-"""Labelled spans: immutable, checksummed sets of people's own labelled digit images.
-
-Layout under the store root, next to `versions/`:
+"""The span store: labelled spans, immutable and checksummed, under a model store's root.
 
     datasets/<name>/images.npz    x (n, 28, 28) uint8, y (n,) uint8, sha256 (n,), holdout (n,),
                                   guess (n,): "" for a person's label, else the model that
@@ -8,15 +6,10 @@ Layout under the store root, next to `versions/`:
     datasets/<name>/span.json     the summary with data_sha256; written last: the commit marker
     datasets/<name>/retired.json  written once, by `remove`; nothing of the span is erased
 
-An image's split follows from the sha256 of its original file bytes alone (`split_of`), so a
-file lands in the same split in every span. A label no person confirmed (`rows`) is stored
-only when asked (`accept_unreviewed`) and always trains, never in a holdout: no model is judged
-on labels a model wrote.
-
-`active_images` pools every active span, each image once. Where spans label an image
-differently: a person's label beats a model's guess, then the newest span (by creation time)
-wins, and a warning names the image and both spans. A span whose span.json cannot be read is
-torn: `listing` reports it, `active_images` skips it with a warning, `remove` can retire it.
+A draft (`drafts`) is published under its name, its arrays (`arrays`) first. A label no person
+confirmed is stored only when asked (`accept_unreviewed`). `active_images` pools every active
+span, each image once (`pooling`). A span whose span.json cannot be read is torn: `listing`
+reports it, `active_images` skips it with a warning, `remove` can retire it.
 """
 
 from __future__ import annotations
@@ -24,20 +17,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from digitflow import locations
 from digitflow.listing import MAX_FILE_MIB
-from model_store.errors import StoreError
-from model_store.files import ChecksumMismatch, WriteConflict, sha256_file
+from digitflow.locations import ChecksumMismatch, sha256_file
+from model_store.errors import StoreError, WriteConflict
 from model_store.metadata import now_iso, to_json
-from model_store.spans.rows import LabelledImage, collect, parse_rows, read_source
+from model_store.spans.arrays import EMPTY, Arrays, arrays_of
+from model_store.spans.drafts import SPAN_NAME, Draft, check_name, read_draft
+from model_store.spans.pooling import pool
+from model_store.spans.records import AddResult, LabelledImages, Span, SpanListing, TornSpan
 from model_store.storage import open_storage
 from model_store.store import default_root
 
@@ -45,116 +40,8 @@ DATASETS = "datasets"
 IMAGES_FILE = "images.npz"
 SPAN_FILE = "span.json"
 RETIRED_FILE = "retired.json"
-HOLDOUT_PERCENT = 20
 SHOWN = 10  # warnings of one kind printed before "... and N more"
-_NAME = re.compile(r"[a-z][a-z0-9_-]{0,63}")  # the alias alphabet (model_store.refs), longer
-_ARRAY_KEYS = ("x", "y", "sha256", "holdout", "guess")  # what images.npz holds
 _RETIREMENT = ("retired_at", "retired_reason", "retired_by")  # from retired.json, not span.json
-
-Arrays = dict[str, np.ndarray]
-
-
-@dataclass(frozen=True)
-class Span:
-    """One immutable, checksummed span of labelled images."""
-
-    name: str
-    created_at: str  # ISO 8601 UTC
-    count: int
-    per_digit: dict[str, int]  # "0".."9" -> images
-    splits: dict[str, int]  # {"train": n, "holdout": m}
-    source_sha256: str  # of the LABELS.csv file as given
-    data_sha256: str  # of the stored images.npz
-    unreviewed: int = 0  # images labelled by a model, no person confirmed: train only
-    retired_at: str | None = None
-    retired_reason: str | None = None
-    retired_by: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form, as `digitflow data list --json` prints it."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class TornSpan:
-    """A span whose record cannot be read: listed as such, never trained on, retirable."""
-
-    name: str
-    problem: str  # one line
-    retired_at: str | None = None
-    retired_reason: str | None = None
-    retired_by: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form: listed beside the readable spans, told apart by `problem`."""
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class SpanListing:
-    """Every committed span: the readable ones, oldest first, and the torn ones by name."""
-
-    spans: list[Span]
-    torn: list[TornSpan]
-
-
-@dataclass(frozen=True)
-class Draft:
-    """LABELS.csv read and checked, nothing stored yet: `SpanStore.publish` stores it."""
-
-    name: str
-    created_at: str  # ISO 8601 UTC
-    images: list[LabelledImage]
-    problems: list[str]  # one line per row left out
-    source_sha256: str
-
-    @property
-    def x(self) -> np.ndarray:
-        return np.stack([image.pixels for image in self.images])
-
-    @property
-    def y(self) -> np.ndarray:
-        return np.array([image.label for image in self.images], np.uint8)
-
-
-@dataclass(frozen=True)
-class AddResult:
-    """What `add` stored (None when no row could be used) and one line per bad row."""
-
-    span: Span | None
-    problems: list[str]
-
-
-@dataclass(frozen=True)
-class LabelledImages:
-    """Every active span pooled, each image once; MNIST's convention (white ink 255 on 0)."""
-
-    x_train: np.ndarray  # uint8 (n, 28, 28)
-    y_train: np.ndarray  # uint8 (n,)
-    x_holdout: np.ndarray  # people's labels only
-    y_holdout: np.ndarray
-    holdout_ids: list[str]  # content sha256 of each holdout image, in order
-    spans: tuple[str, ...]  # names of the active spans, sorted
-    checksum: str  # sha256 over the active spans' data_sha256 (sorted); "" when none
-    warnings: tuple[str, ...] = ()  # torn spans skipped, images the spans label differently
-
-    @property
-    def empty(self) -> bool:
-        return len(self.y_train) + len(self.y_holdout) == 0
-
-
-def split_of(content_sha256: str) -> str:
-    """An image's split from its content hash alone: "holdout" for about 20%, else "train"."""
-    return "holdout" if int(content_sha256[:8], 16) % 100 < HOLDOUT_PERCENT else "train"
-
-
-def check_name(name: str) -> None:
-    """StoreError unless `name` is lowercase letters, digits, - and _, starting with a letter."""
-    if not _NAME.fullmatch(name):
-        raise StoreError(
-            f"invalid span name {name!r}: use up to 64 lowercase letters, digits, '-' and '_', "
-            "starting with a letter"
-        )
 
 
 def first_lines(lines: Sequence[str], more: str) -> list[str]:
@@ -193,32 +80,18 @@ class SpanStore:
         StoreError for a taken name, an unreadable LABELS.csv, or rows that are a model's
         unconfirmed guesses unless `accept_unreviewed`. No file over `max_file_mib` MiB is read.
         """
-        labels_csv = Path(labels_csv)
-        created = datetime.now(UTC).replace(microsecond=0)
-        name = _default_name(labels_csv, created) if name is None else name
-        check_name(name)
-        source = read_source(labels_csv, max_file_mib)
-        if self._entry(name) is not None:  # fail fast; `publish` settles a race
-            raise StoreError(f"span {name} exists")
-        rows = parse_rows(source, labels_csv)
-        guesses = sum(bool(row.guess) for row in rows)
-        if guesses and not accept_unreviewed:
-            raise StoreError(
-                f"{labels_csv}: {guesses} of {len(rows)} rows are a model's unconfirmed guesses "
-                "(source model:..., label = predicted): check each and set its source to "
-                "person, or pass --accept-unreviewed to store them for training only"
-            )
-        folder = os.fspath(labels_csv.absolute().parent)
-        images, problems = collect(rows, folder, max_file_mib)
-        source_sha256 = hashlib.sha256(source).hexdigest()
-        return Draft(name, created.isoformat(), images, problems, source_sha256)
+
+        def taken(candidate: str) -> bool:
+            return self._entry(candidate) is not None
+
+        return read_draft(labels_csv, name, max_file_mib, accept_unreviewed, taken)
 
     def publish(self, draft: Draft) -> Span:
         """Write the draft's arrays, then its record (the commit); StoreError if its name is
         taken or it has no images."""
         if not draft.images:
             raise StoreError(f"span {draft.name} has no images")
-        arrays = _arrays(draft.images)
+        arrays = arrays_of(draft.images)
         holdout = int(arrays["holdout"].sum())
         with self._storage.staging() as staged:
             np.savez_compressed(staged / IMAGES_FILE, **arrays)
@@ -233,7 +106,7 @@ class SpanStore:
                 unreviewed=int((arrays["guess"] != "").sum()),
             )
             record = {k: v for k, v in span.to_dict().items() if k not in _RETIREMENT}
-            (staged / SPAN_FILE).write_bytes(to_json(record))
+            locations.write(staged / SPAN_FILE, to_json(record))
             try:
                 self._storage.publish(staged, f"{DATASETS}/{draft.name}", marker=SPAN_FILE)
             except WriteConflict:
@@ -244,7 +117,7 @@ class SpanStore:
         """A line for each image of `draft` that an active span labels differently (the
         draft, the newest, wins unless it only guesses where a person labelled)."""
         rows = {image.sha256: image.row for image in draft.images}
-        _, conflicts = _pool([*self._active_arrays(), (draft.name, _arrays(draft.images))])
+        _, conflicts = pool([*self._active_arrays(), (draft.name, arrays_of(draft.images))])
         lines = [
             conflict.line(f"row {row.number} ({row.path})")
             for conflict in conflicts
@@ -284,11 +157,11 @@ class SpanStore:
         return entry
 
     def active_images(self) -> LabelledImages:
-        """Every active span's images pooled, each image once (see the module's rules); torn
-        spans are skipped and a conflict is used, both with a warning."""
+        """Every active span's images pooled, each image once (see `pooling`); torn spans are
+        skipped and a conflict is used, both with a warning."""
         listing = self.listing()
         parts = self._active_arrays(listing.spans)
-        pooled, conflicts = _pool(parts)
+        pooled, conflicts = pool(parts)
         holdout = pooled["holdout"]
         shas = sorted(span.data_sha256 for span in listing.spans)
         torn = [f"{entry.problem}: skipped" for entry in listing.torn]
@@ -310,7 +183,7 @@ class SpanStore:
         return [(span.name, self._load(span)) for span in spans]
 
     def _names(self) -> list[str]:
-        return [name for name in self._storage.children(DATASETS) if _NAME.fullmatch(name)]
+        return [name for name in self._storage.children(DATASETS) if SPAN_NAME.fullmatch(name)]
 
     def _get(self, name: str) -> Span | TornSpan:
         check_name(name)
@@ -351,7 +224,7 @@ class SpanStore:
                 f"span {span.name} is corrupt: {IMAGES_FILE} does not match its data_sha256"
             ) from None
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in _ARRAY_KEYS if key in archive}
+            arrays = {key: archive[key] for key in EMPTY if key in archive}
         arrays.setdefault("guess", np.full(len(arrays["y"]), "", "<U1"))  # older spans
         return arrays
 
@@ -368,86 +241,5 @@ def _record(raw: bytes, keys: tuple[str, ...]) -> dict[str, Any]:
     return {key: record[key] for key in keys if key in record}
 
 
-def _default_name(labels_csv: Path, now: datetime) -> str:
-    """The CSV's stem, slugified, and the UTC time: `labels-20250131-020000`."""
-    stem = re.sub(r"[^a-z0-9_-]+", "-", labels_csv.stem.lower()).strip("-_")[:40]
-    if not stem[:1].isalpha():
-        stem = f"span-{stem}".rstrip("-")
-    return f"{stem}-{now:%Y%m%d-%H%M%S}"
-
-
 def _per_digit(labels: np.ndarray) -> dict[str, int]:
     return {str(digit): int(n) for digit, n in enumerate(np.bincount(labels, minlength=10))}
-
-
-def _arrays(images: list[LabelledImage]) -> Arrays:
-    """What images.npz holds: pixels, labels, content hashes, holdout flags (a person's labels
-    only) and who guessed each label ("" for a person)."""
-    guesses = [image.guess for image in images]
-    return {
-        "x": np.stack([image.pixels for image in images]),
-        "y": np.array([image.label for image in images], np.uint8),
-        "sha256": np.array([image.sha256 for image in images], "<U64"),
-        "holdout": np.array(
-            [split_of(image.sha256) == "holdout" and not image.guess for image in images], bool
-        ),
-        "guess": np.array(guesses, str) if any(guesses) else np.full(len(images), "", "<U1"),
-    }
-
-
-_EMPTY: Arrays = {
-    "x": np.zeros((0, 28, 28), np.uint8),
-    "y": np.zeros(0, np.uint8),
-    "sha256": np.zeros(0, "<U64"),
-    "holdout": np.zeros(0, bool),
-    "guess": np.zeros(0, "<U1"),
-}
-
-
-@dataclass(frozen=True)
-class _Conflict:
-    """An image two spans label differently, and which label is used."""
-
-    sha256: str
-    lost: tuple[str, int]  # (span, label)
-    won: tuple[str, int]
-    why: str
-
-    def line(self, image: str) -> str:
-        """`image 3f2a... is labelled 7 in span a and 1 in span b: b's label is used (why)`."""
-        (lost_in, lost), (won_in, won) = self.lost, self.won
-        return (
-            f"{image} is labelled {lost} in span {lost_in} and {won} in span {won_in}: "
-            f"{won_in}'s label is used ({self.why})"
-        )
-
-
-def _pool(parts: Sequence[tuple[str, Arrays]]) -> tuple[Arrays, list[_Conflict]]:
-    """The spans' arrays (oldest span first) pooled, each content hash once: a person's label
-    beats a model's guess, then the newest span wins. Also each label overruled."""
-    merged = {
-        key: np.concatenate([_EMPTY[key], *(part[key] for _, part in parts)]) for key in _EMPTY
-    }
-    if not len(merged["y"]):
-        return merged, []
-    age = np.concatenate([np.full(len(arrays["y"]), i) for i, (_, arrays) in enumerate(parts)])
-    order = np.lexsort((age, merged["guess"] == "", merged["sha256"]))  # last key sorts first
-    sha = merged["sha256"][order]
-    last = np.append(sha[1:] != sha[:-1], True)  # the winner: the last row of each hash
-    winner = order[last][np.cumsum(np.append(True, last[:-1])) - 1]  # each sorted row's winner
-    names, y, guess = [name for name, _ in parts], merged["y"], merged["guess"]
-
-    def conflict(lost: int, won: int) -> _Conflict:
-        person = bool(guess[lost]) and not guess[won]
-        why = "a person's label over a model's guess" if person else "newest span"
-        return _Conflict(
-            str(merged["sha256"][won]),
-            (names[age[lost]], int(y[lost])),
-            (names[age[won]], int(y[won])),
-            why,
-        )
-
-    pairs = sorted(zip(winner[~last], order[~last], strict=True))
-    conflicts = [conflict(lost, won) for won, lost in pairs if y[lost] != y[won]]
-    keep = np.sort(order[last])
-    return {key: value[keep] for key, value in merged.items()}, conflicts

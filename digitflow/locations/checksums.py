@@ -1,28 +1,16 @@
-"""What both storage layers share: locations, streamed sha256 copies, verified files, and the
-exceptions they raise to the store."""
+"""sha256 of local files and streams, and files checked against the sha256 recorded for them."""
 
 from __future__ import annotations
 
 import hashlib
-import re
 from pathlib import Path
 from typing import BinaryIO
 
-_URI = re.compile(r"[a-zA-Z][-a-zA-Z0-9+.]*://")
 _CHUNK = 1 << 20
 
 
 class ChecksumMismatch(Exception):
     """A file's content does not match the sha256 recorded for it."""
-
-
-class WriteConflict(Exception):
-    """A conditional write lost: the object changed (or was taken) since it was read."""
-
-
-def is_uri(location: str) -> bool:
-    """True for `scheme://...` locations (s3://, gs://, ...), False for local paths."""
-    return _URI.match(location) is not None
 
 
 def copy_stream(source: BinaryIO, target: BinaryIO) -> str:
