@@ -1,15 +1,27 @@
-"""Bulk classification speed: the seeds' one-predict-per-image loop vs the Beam pipeline.
+"""Bulk classification speed: the seeds' loop, a plain process pool, and the Beam pipeline.
 
     .venv/bin/python benchmarks/bulk_classify.py [--count 10000] [--sample 200] [--model REF]
-        [--modes multi_processing,in_memory] [--scans DIR]
+        [--modes multi_processing,in_memory] [--scans DIR] [--repeat 1]
 
 Renders COUNT scan-like images from MNIST digits (mixed formats and pixel modes, 1,000 per
-sub-folder), runs the seeds' loop (resize + invert, one `model.predict` per image) on the first
-SAMPLE of them, then the pipeline on all of them in each DirectRunner mode, each in its own
-process. Prints wall seconds (a pipeline's from its launch to its end, workers' start-up
-included), images/s, accuracy against the labels, the ratio to the seeds' loop and peak RSS
-(the launcher's, the largest worker's, and all processes' summed, sampled from /proc: Linux)
-as a markdown table for benchmarks/RESULTS.md.
+sub-folder) and reads them all once (so every timed run finds them in the page cache), runs the
+seeds' loop (resize + invert, one `model.predict` per image) on the first SAMPLE of them, then,
+on all of them, REPEAT rounds of: the plain-pool anchor and the pipeline in each DirectRunner
+mode, each in its own process (odd rounds run the anchor first, even rounds last).
+
+The anchor is what one would write instead of a Beam job: a `multiprocessing.Pool` of one
+process per core, each with one LiteRT interpreter on the pipeline's own flatbuffer (the
+model's cached conversion, one thread per process as the pipeline's workers get), fed batches
+of the pipeline's batch size: list the files (`digitflow.listing.walk`), read each, `to_mnist`,
+one `invoke` per batch, one CSV of path,digit,confidence.
+
+Prints the host's CPU and its avx2 / avx512f / avx512_bf16 flags, then a markdown table for
+benchmarks/RESULTS.md: wall seconds (an anchor's or a pipeline's from its start in its process,
+the process's own imports excluded, its workers' start-up and model load and the output's last
+write included), images/s, the ratio to the seeds' loop, the ratio to the anchor of the same
+round, accuracy against the labels, and peak RSS (the launcher's, the largest worker's, and all
+processes' summed, sampled from /proc: Linux). With REPEAT > 1, each mode's pipeline/anchor
+ratios per round and their median follow the table.
 REF is a model-store reference (default `production`) or a .keras file. With --scans DIR, scans
 already rendered there are reused.
 """
@@ -21,6 +33,7 @@ import csv
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -84,35 +97,105 @@ def seed_loop(model_path: Path, truth: dict[str, int], sample: int) -> dict[str,
     return {"images": len(paths), "seconds": elapsed, "accuracy": right / len(paths)}
 
 
-def pipeline(mode: str, scans: Path, model: str, output: Path) -> dict:
-    """Run the pipeline in a fresh process; its summary, peak RSS and accuracy inputs."""
+def measure(kind: str, scans: Path, model: str, output: Path, batch: int) -> dict:
+    """Run the anchor or a pipeline mode in a fresh process; its figures (one JSON line)."""
     done = subprocess.run(
-        [sys.executable, __file__, "--child", mode, str(scans), model, str(output)],
+        [sys.executable, __file__, "--child", kind, str(scans), model, str(output), str(batch)],
         capture_output=True,
         text=True,
     )
     if done.returncode != 0:
-        raise SystemExit(f"pipeline ({mode}) failed:\n{done.stderr[-4000:]}")
+        raise SystemExit(f"{kind} failed:\n{done.stderr[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def child(mode: str, scans: str, model: str, output: str) -> None:
-    """In the fresh process: run the job, print one JSON line with its figures."""
-    from beam_jobs.classify import run
-
+def child(kind: str, scans: str, model: str, output: str, batch: str) -> None:
+    """In the fresh process: run the anchor or the job, print one JSON line with its figures."""
     sampler = RssSampler()
-    sampler.start()
-    summary = run(
-        ["--input", scans, "--output", output, "--model", model, f"--direct_running_mode={mode}"]
-    )
+    if kind == "anchor":
+        sampler.start()
+        figures = anchor(scans, model, output, int(batch))
+    else:
+        from beam_jobs.classify import main as run
+
+        argv = ["--input", scans, "--output", output, "--model", model, "--batch_size", batch]
+        sampler.start()
+        figures = run([*argv, f"--direct_running_mode={kind}"]).to_dict()
     sampler.stop()
-    figures = {
-        **summary.to_dict(),
+    figures |= {
         "launcher_mib": _status_kib(os.getpid(), "VmHWM") / 1024,
         "worker_mib": sampler.worker_peak / 1024,
         "total_mib": sampler.total_peak / 1024,
     }
-    print(json.dumps(figures))
+    print(json.dumps(figures, default=str))
+
+
+def anchor(scans: str, flatbuffer: str, output: str, batch: int) -> dict[str, float]:
+    """The plain-pool anchor: the pipeline's work without Beam, timed from its start (pool
+    start-up and model load included) to the results file closed."""
+    from multiprocessing import Pool
+
+    from digitflow.listing import Kind, walk
+
+    start = time.monotonic()
+    paths = [entry.path for entry in walk(scans) if entry.kind is Kind.IMAGE]
+    batches = [paths[i : i + batch] for i in range(0, len(paths), batch)]
+    classified = failed = 0
+    with (
+        Pool(os.cpu_count(), _load_interpreter, (flatbuffer,)) as pool,
+        open(output, "w", newline="") as handle,
+    ):
+        writer = csv.writer(handle)
+        writer.writerow(("path", "digit", "confidence"))
+        for rows, errors in pool.imap_unordered(_classify_batch, batches):
+            writer.writerows(rows)
+            classified += len(rows)
+            failed += errors
+    elapsed = time.monotonic() - start
+    images = classified + failed
+    return {"images": images, "elapsed_s": elapsed, "images_per_s": images / elapsed}
+
+
+_interpreter = None  # a pool process's LiteRT interpreter, sized for the last batch's shape
+
+
+def _load_interpreter(flatbuffer: str) -> None:
+    """One thread, as each of the pipeline's workers gets (cores // workers)."""
+    global _interpreter
+    from ai_edge_litert.interpreter import Interpreter
+
+    _interpreter = Interpreter(model_path=flatbuffer, num_threads=1)
+    _interpreter.allocate_tensors()
+
+
+def _classify_batch(paths: list[str]) -> tuple[list[tuple[str, int, str]], int]:
+    """Read, preprocess and classify one batch: its (path, digit, confidence) rows, failures."""
+    from digitflow.listing import UnreadableError, read_file
+    from digitflow.preprocess import PreprocessError, to_mnist
+
+    images, kept = [], []
+    for path in paths:
+        try:
+            images.append(to_mnist(read_file(path)))
+            kept.append(path)
+        except (PreprocessError, UnreadableError):
+            pass
+    if not images:
+        return [], len(paths)
+    x = np.stack(images)
+    source = _interpreter.get_input_details()[0]
+    if tuple(source["shape"]) != x.shape:
+        _interpreter.resize_tensor_input(source["index"], x.shape, strict=False)
+        _interpreter.allocate_tensors()
+    _interpreter.set_tensor(source["index"], x)
+    _interpreter.invoke()
+    probabilities = _interpreter.get_tensor(_interpreter.get_output_details()[0]["index"])
+    digits = probabilities.argmax(axis=1)
+    rows = [
+        (path, int(digit), f"{p[digit]:.6f}")
+        for path, digit, p in zip(kept, digits, probabilities, strict=True)
+    ]
+    return rows, len(paths) - len(kept)
 
 
 class RssSampler(threading.Thread):
@@ -170,6 +253,30 @@ def accuracy(results: Path, truth: dict[str, int]) -> float:
     return right / len(truth)
 
 
+def cpu_line() -> str:
+    """The host's CPU model and whether it has the flags that move these figures."""
+    fields = {}
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())  # the first core's
+    flags = set(fields.get("flags", "").split())
+    have = ", ".join(f"{flag} {'yes' if flag in flags else 'no'}" for flag in CPU_FLAGS)
+    return f"# CPU: {fields.get('model name', '?')}; {have}"
+
+
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16")
+
+
+def row(method: str, figures: dict, seed_rate: float, anchor_rate: float, right: float) -> str:
+    rate = figures["images_per_s"]
+    return (
+        f"| {method} | {figures['images']:,} | {figures['elapsed_s']:.1f} | {rate:,.1f} "
+        f"| {rate / seed_rate:,.0f}x | {rate / anchor_rate:.2f}x | {right:.1%} "
+        f"| {figures['launcher_mib']:,.0f} / {figures['worker_mib']:,.0f} "
+        f"/ {figures['total_mib']:,.0f} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10_000, help="Images for the pipeline.")
@@ -179,46 +286,76 @@ def main() -> None:
         "--modes", default="multi_processing,in_memory", help="DirectRunner modes to run."
     )
     parser.add_argument("--scans", type=Path, help="Render into / reuse scans from this folder.")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="Rounds of the anchor and each mode, interleaved."
+    )
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
         return
 
+    from beam_jobs.keras_handler import litert_file
+    from beam_jobs.options import DEFAULT_BATCH_SIZE
     from model_store import ModelStore
 
-    model_path = ModelStore().resolve(args.model).local_path
-    with tempfile.TemporaryDirectory(prefix="bulk-classify-") as tmp:
+    model = ModelStore().resolve(args.model)
+    modes = args.modes.split(",")
+    with (
+        tempfile.TemporaryDirectory(prefix="bulk-classify-") as tmp,
+        litert_file(model.local_path, model.sha256) as flatbuffer,  # converted once, untimed
+    ):
         scans = (args.scans or Path(tmp) / "scans").absolute()
         started = time.perf_counter()
         truth = render(scans, args.count)
-        print(f"# {len(truth):,} scans in {scans} ({time.perf_counter() - started:.0f} s)")
-        seeds = seed_loop(model_path, truth, args.sample)
+        size = sum(len(Path(path).read_bytes()) for path in truth)  # into the page cache
+        print(
+            f"# {len(truth):,} scans in {scans} ({size / 2**20:,.0f} MiB, "
+            f"{time.perf_counter() - started:.0f} s to render and read)"
+        )
+        seeds = seed_loop(model.local_path, truth, args.sample)
         seed_rate = seeds["images"] / seeds["seconds"]
         print(
-            f"# {platform.node()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, "
-            f"model {model_path}"
+            f"# {platform.node()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M')}, "
+            f"model {model.local_path}, batch {DEFAULT_BATCH_SIZE}"
         )
+        print(cpu_line())
         print(
-            "| method | images | seconds | images/s | vs seeds | accuracy "
+            "| method | images | seconds | images/s | vs seeds | vs anchor | accuracy "
             "| peak RSS: launcher / worker / all (MiB) |"
         )
-        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         print(
             f"| seeds' loop (resize + invert, predict per image) | {seeds['images']:,} "
-            f"| {seeds['seconds']:.1f} | {seed_rate:,.1f} | 1x | {seeds['accuracy']:.1%} | - |"
+            f"| {seeds['seconds']:.1f} | {seed_rate:,.1f} | 1x | - | {seeds['accuracy']:.1%} | - |"
         )
-        for mode in args.modes.split(","):
-            output = Path(tmp) / f"results-{mode}.csv"
-            figures = pipeline(mode, scans, str(model_path), output)
-            rate = figures["images_per_s"]
-            print(
-                f"| pipeline, DirectRunner {mode} | {figures['images']:,} "
-                f"| {figures['elapsed_s']:.1f} | {rate:,.1f} "
-                f"| {rate / seed_rate:,.0f}x | {accuracy(output, truth):.1%} "
-                f"| {figures['launcher_mib']:,.0f} / {figures['worker_mib']:,.0f} "
-                f"/ {figures['total_mib']:,.0f} |"
-            )
+        ratios: dict[str, list[float]] = {mode: [] for mode in modes}
+        for index in range(args.repeat):
+            kinds = ["anchor", *modes] if index % 2 == 0 else [*modes, "anchor"]
+            figures, right = {}, {}
+            for kind in kinds:
+                output = Path(tmp) / f"results-{kind}-{index}.csv"
+                model_file = str(flatbuffer if kind == "anchor" else model.local_path)
+                figures[kind] = measure(kind, scans, model_file, output, DEFAULT_BATCH_SIZE)
+                right[kind] = accuracy(output, truth)
+            suffix = f", round {index + 1}" if args.repeat > 1 else ""
+            anchor_rate = figures["anchor"]["images_per_s"]
+            for kind in kinds:
+                method = (
+                    f"plain-pool anchor ({os.cpu_count()} processes){suffix}"
+                    if kind == "anchor"
+                    else f"pipeline, DirectRunner {kind}{suffix}"
+                )
+                print(row(method, figures[kind], seed_rate, anchor_rate, right[kind]))
+                if kind != "anchor":
+                    ratios[kind].append(figures[kind]["images_per_s"] / anchor_rate)
+        if args.repeat > 1:
+            for mode, values in ratios.items():
+                listed = ", ".join(f"{value:.2f}" for value in values)
+                print(
+                    f"# pipeline {mode} / anchor, per round: {listed} "
+                    f"(median {statistics.median(values):.2f})"
+                )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from digitflow.preprocess import (
     to_mnist,
 )
 from digitflow.preprocess.geometry import stroke_width
+from digitflow.preprocess.paper import basis, frame
 
 
 def draw_digit(kind: str) -> np.ndarray:
@@ -308,6 +309,13 @@ def test_images_of_one_size_do_not_affect_each_other() -> None:
     to_mnist(encode(ImageOps.invert(zero)))
     assert np.array_equal(to_mnist(encode(seven)), first)
     assert corr(first, SEVEN) > 0.9
+
+
+def test_arrays_cached_per_image_size_are_read_only() -> None:
+    # Every image of a size shares them: an accidental in-place edit must fail, not leak.
+    for array in (frame((150, 110)), basis(0, 75, 2, 150)):
+        with pytest.raises(ValueError, match="read-only"):
+            array[0] = 0
 
 
 def test_large_photo_is_decoded_at_reduced_size() -> None:

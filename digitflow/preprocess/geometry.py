@@ -25,7 +25,7 @@ def mnist_field(ink: np.ndarray) -> np.ndarray:
     size = (max(1, round(height * scale)), max(1, round(width * scale)))
     if size != (height, width):
         ink = _weights(height, size[0]) @ ink @ _weights(width, size[1]).T
-        np.clip(ink, 0.0, 1.0, out=ink)  # weights sum to 1 within rounding
+        ink.clip(0.0, 1.0, out=ink)  # weights sum to 1 within rounding
     total = float(ink.sum())
     height, width = ink.shape
     com_y = float(ink.sum(axis=1) @ np.arange(height)) / total

@@ -20,6 +20,7 @@ _MASK_FRACTION = 0.25  # ink detection threshold, relative to the strongest ink
 _INK_FLOOR = 0.04  # ink weaker than this (or 4 sigma of paper noise) is paper
 _MIN_EXTENT = 0.02  # a digit spans at least this fraction of the image's long side
 _MARGIN = 2  # full-resolution pixels added around the digit's box for its faint fringe
+_VIEW_PIXELS = 1 << 17  # images up to this size are read whole, and the box sliced out
 _MIN_TILT = 1.0  # degrees: a page on a scanner's bed more askew than this is turned upright
 _EDGE_SHARE = 0.35  # a "bed" whose edge this share of the ink hugs is paper round a big digit
 _TURN = Image.Resampling.BICUBIC
@@ -90,7 +91,7 @@ def _locate(
     height, width = levels.shape
     ys, xs = basis(0, height, factor, full[0]), basis(0, width, factor, full[1])
     if bed is None:
-        paper = Paper.fit(levels[frame(levels.shape)])
+        paper = Paper.fit(levels.take(frame(levels.shape)))
     else:
         paper = Paper.fit(levels[bed.rows, bed.cols], projection(ys[bed.rows, 1], xs[bed.cols, 1]))
     background = paper.grid(ys, xs)
@@ -124,7 +125,7 @@ def _measure(gray: Image.Image, found: _Detection, factor: int) -> tuple[np.ndar
     core = quantile(strong, 0.9) if strong.size else float(ink.max())
     ink -= floor  # float32 throughout (the noise level is a Python float)
     ink *= np.float32(1.0 / max(core - floor, 0.05))
-    return _tight(np.clip(ink, 0.0, 1.0, out=ink)), scale
+    return _tight(ink.clip(0.0, 1.0, out=ink)), scale
 
 
 def _box_ink(gray: Image.Image, found: _Detection, factor: int) -> tuple[np.ndarray, float, int]:
@@ -143,17 +144,21 @@ def _box_ink(gray: Image.Image, found: _Detection, factor: int) -> tuple[np.ndar
     y0, y1 = max(top * factor - _MARGIN, 0), min((bottom + 1) * factor + _MARGIN, height)
     x0, x1 = max(left * factor - _MARGIN, 0), min((right + 1) * factor + _MARGIN, width)
     step = max(1, max(y1 - y0, x1 - x0) // _MEASURE_SIDE)
-    region = gray.crop((x0, y0, x1, y1))
-    pixels = pixel_array(region if step == 1 else region.reduce(step), np.uint8)
+    if step > 1:
+        pixels = pixel_array(gray.reduce(step, (x0, y0, x1, y1)), np.uint8)
+    elif width * height <= _VIEW_PIXELS:  # copying it all costs less than Pillow's crop
+        pixels = pixel_array(gray, np.uint8)[y0:y1, x0:x1]
+    else:
+        pixels = pixel_array(gray.crop((x0, y0, x1, y1)), np.uint8)
     rows, cols = pixels.shape
-    down = ((y0 + np.arange(rows) * step) // factor)[:, None]  # the reduced copy's pixels
+    down = (y0 + np.arange(rows) * step) // factor  # the reduced copy's pixels
     across = (x0 + np.arange(cols) * step) // factor
-    background = found.paper_level[down, across]
+    background = found.paper_level.take(down, axis=0).take(across, axis=1)
     ink = _floats(pixels)
     # b - a is exactly -(a - b) in floating point: dark ink is measured below the paper.
     ink = np.subtract(background, ink, out=ink) if found.dark_ink else ink - background
     if found.bed is not None:
-        ink[found.bed[down, across]] = 0.0
+        ink[found.bed.take(down, axis=0).take(across, axis=1)] = 0.0
     return ink, pixel_noise(_floats(edges(pixels)), lag=2), step
 
 

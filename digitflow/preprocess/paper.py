@@ -10,6 +10,7 @@ import numpy as np
 
 _FRAME_SAMPLES = 32  # the paper's tone is fitted to this many pixels per side of the image
 _FRAME_CACHE = 256  # frames kept for reuse: batches of scans often share one image size
+_BASIS_CACHE = 512  # bases kept for reuse: one per (pixels, step, line length)
 _RIDGE = 1e-6  # keeps the paper fit solvable when samples crowd together
 _SQRT2 = math.sqrt(2.0)
 # Terms [1, x, x^2, y, xy, y^2] placed in the 3x3 matrix T of level = [1 y y^2] T [1 x x^2]^T.
@@ -20,7 +21,7 @@ _TERMS[[0, 1, 2, 3, 4, 6], range(6)] = 1.0
 def quantile(values: np.ndarray, q: float) -> float:
     """The q-quantile (nearest rank) of a non-empty array; cheaper than np.percentile."""
     k = int(q * (values.size - 1))
-    work = values.ravel().copy()
+    work = values.flatten()  # a copy
     work.partition(k)
     return float(work[k])
 
@@ -56,14 +57,16 @@ def edges(image: np.ndarray) -> np.ndarray:
     return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
 
 
+@functools.lru_cache(maxsize=_BASIS_CACHE)
 def basis(start: int, count: int, step: int, full: int) -> np.ndarray:
     """(count, 3) float32 powers [1, t, t^2] of the centres t of `count` pixels, each `step`
-    pixels of a line of `full` pixels from `start` on, mapped to [-1, 1]."""
+    pixels of a line of `full` pixels from `start` on, mapped to [-1, 1] (read-only)."""
     t = np.arange(count) * (2.0 * step / full) + ((2.0 * start + step) / full - 1.0)
     powers = np.empty((count, 3), np.float32)
     powers[:, 0] = 1.0
     powers[:, 1] = t
     powers[:, 2] = t * t
+    powers.flags.writeable = False
     return powers
 
 
@@ -91,14 +94,15 @@ _FRAME_PROJECTION = projection(2.0 * _FRAME_YS - 1.0, 2.0 * _FRAME_XS - 1.0)
 
 
 @functools.lru_cache(maxsize=_FRAME_CACHE)
-def frame(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, cols) of _FRAME_SAMPLES pixels along each side of an image of `shape`."""
+def frame(shape: tuple[int, int]) -> np.ndarray:
+    """Flat indices (into the raveled image) of _FRAME_SAMPLES pixels along each side of an
+    image of `shape`: one `take` reads them, cheaper than indexing by rows and columns."""
     height, width = shape
     rows = (_FRAME_YS * (height - 1) + 0.5).astype(np.intp)
     cols = (_FRAME_XS * (width - 1) + 0.5).astype(np.intp)
-    for array in (rows, cols):
-        array.flags.writeable = False
-    return rows, cols
+    flat = rows * width + cols
+    flat.flags.writeable = False
+    return flat
 
 
 @dataclass(frozen=True)
@@ -119,16 +123,17 @@ class Paper:
 
         The default projection is the image frame's (samples where `frame` puts them).
         """
-        ordered = np.sort(values)
+        ordered = values.copy()
+        ordered.sort()
         median = _ranked(ordered, 0.5)
         deviations = np.abs(values - median)
         reach = 3.0 * _mad_sigma(deviations) + 1e-3
         terms = project @ np.where(deviations <= reach, values, median)
-        first = int(np.searchsorted(ordered, median - reach, "left"))
-        kept = ordered[first : np.searchsorted(ordered, median + reach, "right")]
+        first = int(ordered.searchsorted(median - reach, "left"))
+        kept = ordered[first : ordered.searchsorted(median + reach, "right")]
         return cls(terms.reshape(3, 3).astype(np.float32), _ranked(kept, 0.02), _ranked(kept, 0.98))
 
     def grid(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Paper level (float32) on the grid of `rows` x `cols`, each given by its `basis`."""
         level = (rows @ self.terms) @ cols.T
-        return np.clip(level, self.low, self.high, out=level)
+        return level.clip(self.low, self.high, out=level)
