@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 UV = $(BIN)/uv pip --quiet
 
-.PHONY: install lock run check test lint server browser postgres
+.PHONY: install lock run check test lint server browser postgres flink
 
 install: $(VENV)/.installed
 
@@ -22,7 +22,7 @@ $(VENV)/.installed: $(LOCK) pyproject.toml
 	touch $@
 
 # Re-resolves every dependency from pyproject.toml's bounds to the newest allowed versions.
-# Review the diff, then `make test` before committing it (see README, "Upgrading dependencies").
+# Review the diff, then `make test` before committing it (docs/development.md, "Upgrading dependencies").
 lock: install
 	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 \
 		--python-platform x86_64-manylinux_2_28 --generate-hashes --upgrade \
@@ -44,7 +44,7 @@ check: lint
 
 # Everything (CI runs this). Two processes, a test module each at a time, so that tests that
 # wait on servers and cron minutes overlap with those that compute; a module keeps its servers.
-test: lint browser postgres
+test: lint browser postgres flink
 	$(BIN)/pytest -n 2 --dist loadfile
 
 # A local Prefect server with its UI at http://127.0.0.1:4200, on SQLite in ~/.prefect (the
@@ -66,3 +66,18 @@ postgres:
 		echo "installing postgresql (apt-get, needs root)"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; \
 	}
+
+# Apache Flink for the bulk job's Flink tests (`pytest -m flink`, docs/flink.md): Beam's Flink job
+# server and a standalone Flink 1.19 cluster's jars, fetched from Maven Central into .cache/flink
+# and checked against infra/flink/jars.sha256. Once fetched, nothing is downloaded again.
+FLINK_CACHE := .cache/flink
+flink: $(FLINK_CACHE)/.fetched
+
+$(FLINK_CACHE)/.fetched: infra/flink/fetch.sh infra/flink/jars.sha256 infra/flink/java17.args \
+		infra/flink/job-server/pom.xml infra/flink/cluster/pom.xml
+	@command -v mvn >/dev/null && command -v jar >/dev/null || { \
+		echo "installing maven and a JDK 17 (apt-get, needs root)"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+			maven openjdk-17-jdk-headless; \
+	}
+	infra/flink/fetch.sh

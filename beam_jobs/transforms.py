@@ -75,6 +75,7 @@ class _ListEntries(beam.DoFn):
             if entry.kind is Kind.IMAGE:
                 yield path
             elif entry.kind is Kind.UNREADABLE:
+                _images_failed.inc()
                 yield TaggedOutput(FAILURES, (path, entry.reason))
             else:
                 _files_ignored.inc()
@@ -113,8 +114,10 @@ class _Preprocess(beam.DoFn):
         try:
             yield path, to_mnist(read_input(path, self.max_file_mib))
         except (PreprocessError, UnreadableError) as error:
+            _images_failed.inc()
             yield TaggedOutput(FAILURES, (path, str(error)))
         except OSError as error:  # an object store's read
+            _images_failed.inc()
             reason = error.strerror or " ".join(str(error).split())[:200] or type(error).__name__
             yield TaggedOutput(FAILURES, (path, f"unreadable: {reason}"))
 
@@ -122,6 +125,7 @@ class _Preprocess(beam.DoFn):
 def _unexpected_failure(dead_letter: tuple[bytes, tuple[Any, ...]]) -> Failure:
     """A dead letter from `with_exception_handling` -> (path, reason); the traceback is logged."""
     path, (error_type, _, trace) = dead_letter
+    _images_failed.inc()
     log.error("unexpected error on %s:\n%s", path_text(path), "".join(trace))
     return path, f"unreadable: unexpected {error_type.__name__}"
 
@@ -206,7 +210,6 @@ class ClassifyImages(beam.PTransform):
 
 def _error_line(failure: Failure) -> str:
     path, reason = failure
-    _images_failed.inc()
     return error_line(path_text(path), reason)
 
 

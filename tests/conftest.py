@@ -16,13 +16,15 @@ from digitflow.data import Mnist, load_mnist
 
 REAL_DATA_DIR = config.data_dir()  # resolved before any test changes $DIGITFLOW_HOME
 # A test that uses one of these trains a model or starts a server: it is `slow`, left out of
-# `make check` (the `slow` marker also marks such tests by hand).
+# `make check` (the `slow` marker also marks such tests by hand). So is every `flink` test.
 SLOW_FIXTURES = {"trained_model_path", "prefect_api", "object_servers"}
+SLOW_MARKERS = {"flink"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        marked = {marker.name for marker in item.iter_markers()}
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or SLOW_MARKERS & marked:
             item.add_marker(pytest.mark.slow)
 
 
