@@ -28,8 +28,9 @@ from model_store.spans.store import SpanStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
-# One epoch of the MLP on 3,000 images: test accuracy ~0.81 on the first 1,000 test images,
-# its weakest digit ~0.62. The floors are lowered to match; each test raises the one it checks.
+# One epoch of the MLP on 3,000 augmented images: test accuracy ~0.77 on the first 1,000 test
+# images, its weakest digit ~0.27. The floors are lowered to match; each test raises the one it
+# checks.
 # The robustness suite is cut to 10 images per style (a fifth of its images per style).
 QUICK = {
     "architecture": "mlp",
@@ -38,7 +39,7 @@ QUICK = {
     "test_limit": 1000,
     "robustness_images": 210,
 }
-LOW_FLOORS = {"min_accuracy": 0.5, "min_digit_recall": 0.3}
+LOW_FLOORS = {"min_accuracy": 0.5, "min_digit_recall": 0.15}
 ANY_ROBUSTNESS = {"robustness_tolerance": 1.0}  # for tests of other rules, on 210 images
 
 
@@ -60,7 +61,7 @@ def run_cli(*args: str):
         "--test-limit=1000",
         "--robustness-images=210",
     ]
-    floors = ["--min-accuracy=0.5", "--min-digit-recall=0.3"]
+    floors = ["--min-accuracy=0.5", "--min-digit-recall=0.15"]
     return CliRunner().invoke(app, ["retrain", *quick, *floors, *args])
 
 
@@ -222,7 +223,7 @@ def test_regression_against_production_is_rejected():
 
 def test_a_serving_version_below_todays_floors_is_not_unchanged_and_forcing_reuses_the_cache():
     assert run_flow().result().promoted
-    stricter = run_flow(min_digit_recall=0.7)  # the 1-epoch MLP's weakest digit is ~0.62
+    stricter = run_flow(min_digit_recall=0.7)  # the 1-epoch MLP's weakest digit is ~0.27
 
     assert stricter.is_completed() and stricter.name == "Not promoted", stricter.message
     assert stricter.message.startswith(
