@@ -62,6 +62,13 @@ Image = tuple[bytes, np.ndarray]
 Failure = tuple[bytes, str]
 
 
+def _failed(path: bytes, reason: str) -> TaggedOutput:
+    """A failure, counted where it arises: Flink runs the steps after the failures' flatten once
+    per producer, and a counter there would keep only one producer's count."""
+    _images_failed.inc()
+    return TaggedOutput(FAILURES, (path, reason))
+
+
 class _ListEntries(beam.DoFn):
     """Every entry of the source: image paths out, unreadable ones as failures, others counted."""
 
@@ -75,8 +82,7 @@ class _ListEntries(beam.DoFn):
             if entry.kind is Kind.IMAGE:
                 yield path
             elif entry.kind is Kind.UNREADABLE:
-                _images_failed.inc()
-                yield TaggedOutput(FAILURES, (path, entry.reason))
+                yield _failed(path, entry.reason)
             else:
                 _files_ignored.inc()
 
@@ -114,12 +120,10 @@ class _Preprocess(beam.DoFn):
         try:
             yield path, to_mnist(read_input(path, self.max_file_mib))
         except (PreprocessError, UnreadableError) as error:
-            _images_failed.inc()
-            yield TaggedOutput(FAILURES, (path, str(error)))
+            yield _failed(path, str(error))
         except OSError as error:  # an object store's read
-            _images_failed.inc()
             reason = error.strerror or " ".join(str(error).split())[:200] or type(error).__name__
-            yield TaggedOutput(FAILURES, (path, f"unreadable: {reason}"))
+            yield _failed(path, f"unreadable: {reason}")
 
 
 def _unexpected_failure(dead_letter: tuple[bytes, tuple[Any, ...]]) -> Failure:
